@@ -1,0 +1,146 @@
+//! The error codes carried by the ERROR packet (type 3).
+//!
+//! The numbers are part of the wire format and never change; new codes are
+//! only ever appended. A code this build does not know decodes as
+//! [`ErrorCode::Other`] so an older client still shows the server's text.
+
+/// Why the server refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 1: the packet could not be parsed; the server closes the connection.
+    Malformed,
+    /// 2: the packet type is unknown; the server closes the connection.
+    UnknownPacketType,
+    /// 3: the session number is not this connection's live session, or it expired.
+    BadSession,
+    /// 4: a user or file name breaks the naming rules.
+    InvalidName,
+    /// 5: the user name already has a live session.
+    NameInUse,
+    /// 6: no user has that number.
+    UnknownUser,
+    /// 7: no complete file has that number.
+    UnknownFile,
+    /// 8: no transaction of this session has that number.
+    UnknownTransaction,
+    /// 9: a chunk number is out of range or a chunk has the wrong length.
+    BadChunk,
+    /// 10: a file is larger than allowed, or the storage quota is used up.
+    TooLarge,
+    /// 11: the session sends faster than its rate limit.
+    RateLimited,
+    /// 12: the server failed (for example its disk); the request may be retried.
+    ServerError,
+    /// 13: a packet that only the server sends, or a request out of order
+    /// (for example a second SESSION REQUEST on a signed-in connection).
+    UnexpectedPacket,
+    /// 14: the session was resumed on another connection; this one closes.
+    SessionMoved,
+    /// 15: the server is shutting down; this connection closes.
+    ShuttingDown,
+    /// 16: the connection fell too far behind reading; it closes.
+    SlowReader,
+    /// A code this build does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            Malformed => 1,
+            UnknownPacketType => 2,
+            BadSession => 3,
+            InvalidName => 4,
+            NameInUse => 5,
+            UnknownUser => 6,
+            UnknownFile => 7,
+            UnknownTransaction => 8,
+            BadChunk => 9,
+            TooLarge => 10,
+            RateLimited => 11,
+            ServerError => 12,
+            UnexpectedPacket => 13,
+            SessionMoved => 14,
+            ShuttingDown => 15,
+            SlowReader => 16,
+            Other(n) => n,
+        }
+    }
+
+    /// The code for a number on the wire.
+    pub fn from_u16(n: u16) -> Self {
+        use ErrorCode::*;
+        match n {
+            1 => Malformed,
+            2 => UnknownPacketType,
+            3 => BadSession,
+            4 => InvalidName,
+            5 => NameInUse,
+            6 => UnknownUser,
+            7 => UnknownFile,
+            8 => UnknownTransaction,
+            9 => BadChunk,
+            10 => TooLarge,
+            11 => RateLimited,
+            12 => ServerError,
+            13 => UnexpectedPacket,
+            14 => SessionMoved,
+            15 => ShuttingDown,
+            16 => SlowReader,
+            n => Other(n),
+        }
+    }
+
+    /// What the code means, in words a user can read.
+    pub fn describe(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            Malformed => "malformed packet",
+            UnknownPacketType => "unknown packet type",
+            BadSession => "bad or expired session",
+            InvalidName => "invalid name",
+            NameInUse => "name in use",
+            UnknownUser => "unknown user",
+            UnknownFile => "unknown file",
+            UnknownTransaction => "unknown transaction",
+            BadChunk => "bad chunk",
+            TooLarge => "too large or over quota",
+            RateLimited => "rate limited",
+            ServerError => "server error",
+            UnexpectedPacket => "unexpected packet",
+            SessionMoved => "session moved to another connection",
+            ShuttingDown => "server shutting down",
+            SlowReader => "connection too slow to read",
+            Other(_) => "unknown error",
+        }
+    }
+
+    /// Whether the server closes the connection after sending this error.
+    pub fn closes_connection(self) -> bool {
+        use ErrorCode::*;
+        matches!(
+            self,
+            Malformed | UnknownPacketType | SessionMoved | ShuttingDown | SlowReader
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_number_round_trips() {
+        for n in 0..=u16::MAX {
+            assert_eq!(ErrorCode::from_u16(n).to_u16(), n);
+        }
+    }
+}

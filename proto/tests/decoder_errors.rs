@@ -1,0 +1,60 @@
+//! The decoder's refusals: each names the problem, none allocates on the
+//! word of a length field.
+
+use proto::{decode, DecodeError, Decoder, ErrorCode};
+
+#[test]
+fn unknown_types_are_named() {
+    for t in [0u16, 27, 0xffff] {
+        let bytes = t.to_be_bytes();
+        let err = decode(&bytes).unwrap_err();
+        assert_eq!(err, DecodeError::UnknownType(t));
+        assert_eq!(err.code(), ErrorCode::UnknownPacketType);
+        assert!(err.to_string().contains(&t.to_string()));
+    }
+}
+
+#[test]
+fn invalid_utf8_names_are_refused() {
+    let bytes = [0, 1, 0, 2, 0xc3, 0x28];
+    let err = decode(&bytes).unwrap_err();
+    assert!(matches!(
+        err,
+        DecodeError::InvalidUtf8 {
+            kind: 1,
+            field: "name",
+            ..
+        }
+    ));
+    assert_eq!(err.code(), ErrorCode::Malformed);
+    assert_eq!(err.request_type(), 1);
+    assert!(err.to_string().contains("SESSION REQUEST"), "{err}");
+}
+
+#[test]
+fn oversized_chunks_are_refused_before_their_bytes_arrive() {
+    // UPLOAD CHUNK REQUEST declaring 257 bytes, with none of them present.
+    let mut bytes = vec![0, 25];
+    bytes.extend_from_slice(&9u64.to_be_bytes());
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes.extend_from_slice(&257u16.to_be_bytes());
+    assert!(matches!(
+        decode(&bytes),
+        Err(DecodeError::ChunkTooLong {
+            kind: 25,
+            len: 257,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_huge_length_with_few_bytes_waits_without_buffering_more() {
+    let mut d = Decoder::new();
+    // USERS RESPONSE claiming 65535 users (512 KiB), 3 bytes in hand.
+    d.feed(&[0, 6, 0xff]);
+    assert_eq!(d.next_packet(), Ok(None));
+    d.feed(&[0xff, 0, 0]);
+    assert_eq!(d.next_packet(), Ok(None));
+    assert_eq!(d.buffered(), 6);
+}
