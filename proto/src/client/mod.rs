@@ -526,10 +526,10 @@ impl Client {
                 self.events.push_back(Event::UserName { user, name })
             }
             FilesResponse { files } => self.events.push_back(Event::Files(files)),
-            MessageResponse { message } | BroadcastResponse { message } => {
-                if self.outbox.remove(&message).is_some() {
-                    self.events.push_back(Event::MessageSent { message });
-                }
+            MessageResponse { message } | BroadcastResponse { message }
+                if self.outbox.remove(&message).is_some() =>
+            {
+                self.events.push_back(Event::MessageSent { message });
             }
             IncomingMessage {
                 from,

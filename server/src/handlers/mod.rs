@@ -1,0 +1,98 @@
+//! Packet handlers, one file per concept. [`handle`] checks the session
+//! and dispatches; each handler parses nothing (the decoder did), applies
+//! the request to the state, and answers.
+
+mod files;
+mod messages;
+mod session;
+mod users;
+
+use proto::{kind, ErrorCode, Packet};
+
+use crate::connection::Connection;
+
+/// Whether only a server sends packets of this type.
+fn server_only(t: u16) -> bool {
+    matches!(
+        t,
+        kind::SESSION_COOKIE
+            | kind::ERROR
+            | kind::USERS_RESPONSE
+            | kind::USER_DATA_RESPONSE
+            | kind::MESSAGE_RESPONSE
+            | kind::BROADCAST_RESPONSE
+            | kind::INCOMING_MESSAGE
+            | kind::FILE_DOWNLOAD_RESPONSE
+            | kind::DOWNLOAD_CHUNK_RESPONSE
+            | kind::FILES_RESPONSE
+            | kind::FILE_DATA_RESPONSE
+            | kind::FILE_UPLOAD_RESPONSE
+            | kind::UPLOAD_CHUNK_RESPONSE
+    )
+}
+
+/// Handles one packet from the client.
+pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
+    let t = packet.kind();
+    if server_only(t) {
+        conn.error(
+            t,
+            ErrorCode::UnexpectedPacket,
+            0,
+            format!("{} is sent by servers, not clients", Packet::kind_name(t)),
+        );
+        return;
+    }
+    match packet {
+        Packet::SessionRequest { name } => return session::sign_in(conn, name).await,
+        Packet::SessionPreserve { session } => return session::preserve(conn, session).await,
+        _ => {}
+    }
+    let Some(session) = conn.session.clone() else {
+        conn.error(
+            t,
+            ErrorCode::BadSession,
+            0,
+            "sign in first: this connection has no session",
+        );
+        return;
+    };
+    if let Some(quoted) = packet.session() {
+        if quoted != session.id {
+            conn.error(
+                t,
+                ErrorCode::BadSession,
+                0,
+                "that is not this connection's session",
+            );
+            return;
+        }
+    }
+    session.touch();
+    use Packet::*;
+    match packet {
+        UsersRequest { .. } => users::list(conn),
+        UserDataRequest { user, .. } => users::data(conn, user).await,
+        MessageRequest {
+            to, message, body, ..
+        } => messages::direct(conn, &session, to, message, body).await,
+        BroadcastRequest { message, body, .. } => {
+            messages::broadcast(conn, &session, message, body).await
+        }
+        IncomingMessageAck { message } => messages::ack(conn, &session, message),
+        FilesRequest { .. } => files::list(conn).await,
+        FileDataRequest { file, .. } => files::data(conn, file).await,
+        FileUploadRequest { size, name, .. } => files::upload(conn, &session, size, name).await,
+        UploadChunkRequest {
+            transaction,
+            chunk,
+            data,
+        } => files::upload_chunk(conn, &session, transaction, chunk, data).await,
+        FileDownloadRequest { file, .. } => files::download(conn, &session, file).await,
+        DownloadChunkRequest { transaction, chunk } => {
+            files::download_chunk(conn, &session, transaction, chunk).await
+        }
+        // Sign-in packets and server-only packets were handled above.
+        _ => {}
+    }
+}

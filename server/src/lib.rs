@@ -1,0 +1,32 @@
+//! The chat server: a tokio TCP service speaking the `proto` packet format,
+//! durable in an embedded SQLite database.
+//!
+//! # Layout
+//! - [`config`]: every setting and limit, as clap flags with env vars.
+//! - [`server`]: start, accept loop, connection limit, session expiry, shutdown.
+//! - `connection`: one client connection: read, decode, dispatch; the writer task.
+//! - `outbox`: the bounded queue of bytes for one connection (slow readers are cut off).
+//! - `handlers/`: one file per concept: session, users, messages, files.
+//! - `hub`: live sessions and live delivery (the seam for a multi-server bus).
+//! - [`store`]: durable state behind a narrow interface; SQLite with group commit.
+//! - `blobs`: file bodies on disk, named by file number only.
+//! - `rate`: the per-session message rate limit.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod blobs;
+pub mod config;
+mod connection;
+mod context;
+mod handlers;
+mod hub;
+mod outbox;
+mod rate;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{start, RunningServer, StartError};
