@@ -43,12 +43,3 @@ impl tokio_util::codec::Encoder<Packet> for PacketCodec {
         Ok(item.encode(dst)?)
     }
 }
-
-impl tokio_util::codec::Encoder<&Packet> for PacketCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, item: &Packet, dst: &mut BytesMut) -> Result<(), CodecError> {
-        dst.reserve(item.encoded_len());
-        Ok(item.encode(dst)?)
-    }
-}

@@ -1,0 +1,304 @@
+//! A real server on port 0 and a raw packet-level test client over TCP.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use proto::codec::PacketCodec;
+use proto::{ErrorCode, Packet};
+use server::{Config, RunningServer};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// How long a test waits for an event before failing; raise it on a slow
+/// machine with CHAT_TEST_TIMEOUT_SECS.
+pub fn patience() -> Duration {
+    let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    Duration::from_secs_f64(secs)
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub config: Config,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        config.sync = "normal".into();
+        tweak(&mut config);
+        let server = server::start(config.clone()).await.unwrap();
+        Self {
+            addr: server.local_addr(),
+            server: Some(server),
+            dir,
+            config,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let server = server::start(self.config.clone()).await.unwrap();
+        self.addr = server.local_addr();
+        self.server = Some(server);
+    }
+
+    pub async fn peer(&self) -> Peer {
+        Peer::connect(self.addr).await
+    }
+
+    pub async fn signed_in(&self, name: &str) -> Peer {
+        let mut p = self.peer().await;
+        p.sign_in(name).await;
+        p
+    }
+}
+
+pub struct Peer {
+    pub framed: Framed<TcpStream, PacketCodec>,
+    pub user: u64,
+    pub session: u64,
+}
+
+impl Peer {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self {
+            framed: Framed::new(stream, PacketCodec),
+            user: 0,
+            session: 0,
+        }
+    }
+
+    pub async fn send(&mut self, p: Packet) {
+        self.framed.send(p).await.unwrap();
+    }
+
+    /// Sends raw bytes, for malformed input.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.framed.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    /// The next packet; fails the test on timeout, close or garbage.
+    pub async fn recv(&mut self) -> Packet {
+        match tokio::time::timeout(patience(), self.framed.next()).await {
+            Ok(Some(Ok(p))) => p,
+            Ok(other) => panic!("connection ended or broke: {other:?}"),
+            Err(_) => panic!("no packet within {:?}", patience()),
+        }
+    }
+
+    /// The next packet that is not an incoming message.
+    pub async fn recv_skipping_incoming(&mut self) -> Packet {
+        loop {
+            match self.recv().await {
+                Packet::IncomingMessage { .. } => continue,
+                p => return p,
+            }
+        }
+    }
+
+    /// Expects an ERROR and returns its code, request type, subject and text.
+    pub async fn recv_error(&mut self) -> (ErrorCode, u16, u64, String) {
+        match self.recv().await {
+            Packet::Error {
+                request_type,
+                code,
+                subject,
+                text,
+            } => (code, request_type, subject, text),
+            p => panic!("expected an ERROR, got {p:?}"),
+        }
+    }
+
+    /// Waits until the server closes the connection.
+    pub async fn expect_closed(&mut self) {
+        match tokio::time::timeout(patience(), self.framed.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => {}
+            Ok(Some(Ok(p))) => panic!("expected the connection to close, got {p:?}"),
+            Err(_) => panic!("connection still open after {:?}", patience()),
+        }
+    }
+
+    pub async fn sign_in(&mut self, name: &str) {
+        self.send(Packet::SessionRequest { name: name.into() })
+            .await;
+        match self.recv().await {
+            Packet::SessionCookie { user, session } => {
+                assert_ne!(session, 0);
+                self.user = user;
+                self.session = session;
+            }
+            p => panic!("sign-in as {name} failed: {p:?}"),
+        }
+    }
+
+    pub async fn message(&mut self, to: u64, number: u64, body: &str) {
+        let session = self.session;
+        self.send(Packet::MessageRequest {
+            session,
+            to,
+            message: number,
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        })
+        .await;
+        assert_eq!(
+            self.recv_skipping_incoming().await,
+            Packet::MessageResponse { message: number }
+        );
+    }
+
+    /// Expects an incoming message and returns (from, number, body).
+    pub async fn incoming(&mut self) -> (u64, u64, Bytes) {
+        match self.recv().await {
+            Packet::IncomingMessage {
+                from,
+                message,
+                body,
+            } => (from, message, body),
+            p => panic!("expected an incoming message, got {p:?}"),
+        }
+    }
+
+    pub async fn ack(&mut self, message: u64) {
+        self.send(Packet::IncomingMessageAck { message }).await;
+    }
+
+    pub async fn users(&mut self) -> Vec<u64> {
+        let session = self.session;
+        self.send(Packet::UsersRequest { session }).await;
+        match self.recv_skipping_incoming().await {
+            Packet::UsersResponse { users } => users,
+            p => panic!("expected users, got {p:?}"),
+        }
+    }
+
+    pub async fn files(&mut self) -> Vec<u64> {
+        let session = self.session;
+        self.send(Packet::FilesRequest { session }).await;
+        match self.recv_skipping_incoming().await {
+            Packet::FilesResponse { files } => files,
+            p => panic!("expected files, got {p:?}"),
+        }
+    }
+
+    /// Uploads `data`, sending every chunk before reading any answer, in
+    /// the order given by `order` (a permutation of chunk numbers).
+    pub async fn upload_in_order(&mut self, name: &str, data: &[u8], order: &[u32]) -> u64 {
+        let session = self.session;
+        self.send(Packet::FileUploadRequest {
+            session,
+            size: data.len() as u32,
+            name: name.into(),
+        })
+        .await;
+        let (file, transaction) = match self.recv().await {
+            Packet::FileUploadResponse { file, transaction } => (file, transaction),
+            p => panic!("upload refused: {p:?}"),
+        };
+        for &chunk in order {
+            let start = chunk as usize * 256;
+            let end = (start + 256).min(data.len());
+            self.framed
+                .feed(Packet::UploadChunkRequest {
+                    transaction,
+                    chunk,
+                    data: Bytes::copy_from_slice(&data[start..end]),
+                })
+                .await
+                .unwrap();
+        }
+        self.framed.flush().await.unwrap();
+        let mut acked = std::collections::BTreeSet::new();
+        for _ in order {
+            match self.recv().await {
+                Packet::UploadChunkResponse {
+                    transaction: t,
+                    chunk,
+                } => {
+                    assert_eq!(t, transaction);
+                    acked.insert(chunk);
+                }
+                p => panic!("expected a chunk ack, got {p:?}"),
+            }
+        }
+        assert_eq!(acked.len(), order.len());
+        file
+    }
+
+    pub async fn upload(&mut self, name: &str, data: &[u8]) -> u64 {
+        let order: Vec<u32> = (0..(data.len() as u32).div_ceil(256)).collect();
+        self.upload_in_order(name, data, &order).await
+    }
+
+    /// Downloads a file with every chunk request pipelined.
+    pub async fn download(&mut self, file: u64) -> Vec<u8> {
+        let session = self.session;
+        self.send(Packet::FileDataRequest { session, file }).await;
+        let size = match self.recv().await {
+            Packet::FileDataResponse { file: f, size, .. } => {
+                assert_eq!(f, file);
+                size
+            }
+            p => panic!("file data refused: {p:?}"),
+        };
+        self.send(Packet::FileDownloadRequest { session, file })
+            .await;
+        let transaction = match self.recv().await {
+            Packet::FileDownloadResponse {
+                file: f,
+                transaction,
+            } => {
+                assert_eq!(f, file);
+                transaction
+            }
+            p => panic!("download refused: {p:?}"),
+        };
+        let chunks = size.div_ceil(256);
+        for chunk in 0..chunks {
+            self.framed
+                .feed(Packet::DownloadChunkRequest { transaction, chunk })
+                .await
+                .unwrap();
+        }
+        self.framed.flush().await.unwrap();
+        let mut out = vec![0u8; size as usize];
+        for expected in 0..chunks {
+            match self.recv().await {
+                Packet::DownloadChunkResponse {
+                    transaction: t,
+                    chunk,
+                    data,
+                } => {
+                    assert_eq!((t, chunk), (transaction, expected));
+                    let start = chunk as usize * 256;
+                    out[start..start + data.len()].copy_from_slice(&data);
+                }
+                p => panic!("expected a chunk, got {p:?}"),
+            }
+        }
+        out
+    }
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + i / 256) as u8).collect()
+}

@@ -1,0 +1,104 @@
+//! Restarts and kill -9: nothing acknowledged is lost, nothing partial is
+//! visible.
+
+mod common;
+
+use std::process::Stdio;
+
+use bytes::Bytes;
+use common::{pattern, Peer, TestServer};
+use proto::Packet;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn a_restart_keeps_users_queued_messages_and_files() {
+    let mut srv = TestServer::start().await;
+    let b = srv.signed_in("bob").await;
+    let bob = b.user;
+    drop(b);
+    let mut a = srv.signed_in("alice").await;
+    let alice = a.user;
+    a.message(bob, 1, "kept across restarts").await;
+    let data = pattern(5000);
+    let file = a.upload("kept.bin", &data).await;
+    drop(a);
+    srv.restart().await;
+    let mut b = srv.signed_in("bob").await;
+    assert_eq!(b.user, bob);
+    let (from, _, body) = b.incoming().await;
+    assert_eq!((from, &body[..]), (alice, &b"kept across restarts"[..]));
+    assert_eq!(b.files().await, vec![file]);
+    assert_eq!(b.download(file).await, data);
+}
+
+/// Starts the real binary and returns it with its address.
+async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(common::patience(), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+#[tokio::test]
+async fn kill_9_during_an_upload_loses_no_acknowledged_message_and_shows_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_binary(dir.path()).await;
+    let mut bob = Peer::connect(addr).await;
+    bob.sign_in("bob").await;
+    let bob_user = bob.user;
+    drop(bob);
+    let mut a = Peer::connect(addr).await;
+    a.sign_in("alice").await;
+    for n in 1..=20 {
+        a.message(bob_user, n, &format!("m{n}")).await;
+    }
+    let complete = a.upload("complete.bin", &pattern(1000)).await;
+    let session = a.session;
+    a.send(Packet::FileUploadRequest {
+        session,
+        size: 100_000,
+        name: "partial.bin".into(),
+    })
+    .await;
+    let Packet::FileUploadResponse { transaction, .. } = a.recv().await else {
+        panic!()
+    };
+    for chunk in 0..50 {
+        a.send(Packet::UploadChunkRequest {
+            transaction,
+            chunk,
+            data: Bytes::from(vec![7; 256]),
+        })
+        .await;
+    }
+    assert!(matches!(a.recv().await, Packet::UploadChunkResponse { .. }));
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let (_child, addr) = spawn_binary(dir.path()).await;
+    let mut b = Peer::connect(addr).await;
+    b.sign_in("bob").await;
+    for n in 1..=20 {
+        let (_, _, body) = b.incoming().await;
+        assert_eq!(body, Bytes::from(format!("m{n}")));
+    }
+    assert_eq!(b.files().await, vec![complete]);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(leftovers, vec![complete.to_string()]);
+}
