@@ -11,8 +11,9 @@ use clap::Args;
 /// flags to run an embedded server.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Address to listen on for chat clients (TCP).
-    #[arg(long = "listen", env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
+    /// Address to listen on for chat clients (TCP). Set by the binary's
+    /// `--listen` flag, or by the gateway when it embeds the server.
+    #[arg(skip = SocketAddr::from(([127, 0, 0, 1], 7878)))]
     pub listen: SocketAddr,
 
     /// Directory for the SQLite database and the file bodies.

@@ -8,6 +8,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "chat-server", version)]
 struct Cli {
+    /// Address to listen on for chat clients (TCP).
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: std::net::SocketAddr,
+
     #[command(flatten)]
     config: server::Config,
 }
@@ -20,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let running = server::start(cli.config).await?;
+    let mut config = cli.config;
+    config.listen = cli.listen;
+    let running = server::start(config).await?;
     println!("chat-server listening on {}", running.local_addr());
     let token = running.shutdown_token();
     tokio::select! {

@@ -1,0 +1,149 @@
+//! Binding, optional TLS, the embedded chat server, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppState};
+use crate::config::GatewayConfig;
+
+/// Why the gateway could not start.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// The embedded chat server failed to start.
+    #[error("embedded chat server: {0}")]
+    Server(#[from] server::StartError),
+    /// Binding the listener or reading the TLS files failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// A gateway serving in the background.
+#[derive(Debug)]
+pub struct RunningGateway {
+    addr: SocketAddr,
+    server_addr: String,
+    embedded: Option<server::RunningServer>,
+    shutdown: CancellationToken,
+    handle: Handle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningGateway {
+    /// The HTTP/WebSocket address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The chat server's TCP address (the embedded one, or `--server`).
+    pub fn server_addr(&self) -> &str {
+        &self.server_addr
+    }
+
+    /// A token that starts the shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Closes every tunnel with "going away", stops serving, then stops the
+    /// embedded chat server.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        match self.task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        if let Some(server) = self.embedded {
+            server.shutdown().await;
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GatewayError {
+    let what = what.into();
+    move |source| GatewayError::Io { what, source }
+}
+
+/// Starts the embedded chat server (unless `--server` names one), binds
+/// the listener and serves in the background.
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    let (server_addr, embedded) = match &config.server {
+        Some(addr) => (addr.clone(), None),
+        None => {
+            let mut chat = config.chat.clone();
+            chat.listen = config.chat_listen;
+            let running = server::start(chat).await?;
+            (running.local_addr().to_string(), Some(running))
+        }
+    };
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(io(format!("cannot listen on {}", config.listen)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("cannot configure the listener"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the bound address"))?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            // Several crypto providers may be compiled in; pick ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Some(
+                RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(io("cannot load the TLS certificate and key"))?,
+            )
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, chat_server = %server_addr, "gateway listening on {scheme}://{addr}");
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        server_addr: server_addr.clone(),
+        tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+    };
+    let service = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = Handle::new();
+    let h = handle.clone();
+    let task = tokio::spawn(async move {
+        match tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(listener, tls)
+                    .handle(h)
+                    .serve(service)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(listener)
+                    .handle(h)
+                    .serve(service)
+                    .await
+            }
+        }
+    });
+    Ok(RunningGateway {
+        addr,
+        server_addr,
+        embedded,
+        shutdown,
+        handle,
+        task,
+    })
+}
