@@ -1,0 +1,218 @@
+//! A real gateway with its embedded chat server on port 0, and a
+//! packet-level WebSocket test client.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use gateway::{GatewayConfig, RunningGateway};
+use proto::{Decoder, Packet};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub fn patience() -> Duration {
+    let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    Duration::from_secs_f64(secs)
+}
+
+pub struct TestGateway {
+    pub gateway: Option<RunningGateway>,
+    pub addr: SocketAddr,
+    pub data: TempDir,
+    pub web: TempDir,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let _ = rlimit::increase_nofile_limit(8192);
+        let data = tempfile::tempdir().unwrap();
+        let web = tempfile::tempdir().unwrap();
+        std::fs::write(
+            web.path().join("index.html"),
+            "<!doctype html><title>chat</title>",
+        )
+        .unwrap();
+        let mut config = GatewayConfig::for_tests(data.path(), web.path());
+        config.chat.sync = "normal".into();
+        tweak(&mut config);
+        let gateway = gateway::start(config).await.unwrap();
+        Self {
+            addr: gateway.local_addr(),
+            gateway: Some(gateway),
+            data,
+            web,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn server_addr(&self) -> String {
+        self.gateway.as_ref().unwrap().server_addr().to_owned()
+    }
+
+    pub async fn ws(&self) -> WsPeer {
+        WsPeer::connect(&self.url(), None).await.unwrap()
+    }
+
+    pub async fn signed_in(&self, name: &str) -> WsPeer {
+        let mut p = self.ws().await;
+        p.sign_in(name).await;
+        p
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct WsPeer {
+    pub ws: Ws,
+    pub decoder: Decoder,
+    pub user: u64,
+    pub session: u64,
+}
+
+impl WsPeer {
+    /// Connects, with an `Origin` header if given; an HTTP refusal is an Err.
+    pub async fn connect(
+        url: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut req = url.into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Self {
+            ws,
+            decoder: Decoder::new(),
+            user: 0,
+            session: 0,
+        })
+    }
+
+    pub async fn send(&mut self, p: Packet) {
+        self.ws
+            .send(Message::Binary(Bytes::from(p.to_bytes().unwrap())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(Bytes::copy_from_slice(bytes)))
+            .await
+            .unwrap();
+    }
+
+    /// The next packet, reading as many WebSocket messages as it takes.
+    pub async fn recv(&mut self) -> Packet {
+        loop {
+            if let Some(p) = self.decoder.next_packet().unwrap() {
+                return p;
+            }
+            match tokio::time::timeout(patience(), self.ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => self.decoder.feed(&b),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected binary data, got {other:?}"),
+                Err(_) => panic!("no packet within {:?}", patience()),
+            }
+        }
+    }
+
+    /// Waits for the close frame and returns it.
+    pub async fn close_frame(&mut self) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(patience(), self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame,
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("websocket failed before closing: {e}"),
+                Ok(None) => return None,
+                Err(_) => panic!("not closed within {:?}", patience()),
+            }
+        }
+    }
+
+    pub async fn sign_in(&mut self, name: &str) {
+        self.send(Packet::SessionRequest { name: name.into() })
+            .await;
+        match self.recv().await {
+            Packet::SessionCookie { user, session } => {
+                self.user = user;
+                self.session = session;
+            }
+            p => panic!("sign-in failed: {p:?}"),
+        }
+    }
+
+    pub async fn users(&mut self) -> Vec<u64> {
+        let session = self.session;
+        self.send(Packet::UsersRequest { session }).await;
+        loop {
+            match self.recv().await {
+                Packet::UsersResponse { users } => return users,
+                Packet::IncomingMessage { .. } => continue,
+                p => panic!("expected users, got {p:?}"),
+            }
+        }
+    }
+}
+
+/// Plain HTTP/1.1 GET; returns the status line, headers (lowercased
+/// names) and body.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(patience(), s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
