@@ -1,0 +1,50 @@
+//! Project automation, the Rust way (`cargo xtask`, an alias in
+//! `.cargo/config.toml`):
+//!
+//! - `cargo xtask run [-- GATEWAY FLAGS]`: installs what is missing, builds
+//!   the web app and starts the gateway with its embedded chat server.
+//! - `cargo xtask test`: installs what is missing and runs every check:
+//!   formatting, clippy, unit/property/integration tests, wasm tests in
+//!   headless Chromium, end-to-end browser tests and a bounded fuzz run.
+//!
+//! # Layout
+//! - `tools`: finding and installing the tools (each only when missing).
+//! - `run`: the run command.
+//! - `test`: the test command and its summary.
+
+mod run;
+mod test;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+const USAGE: &str =
+    "usage: cargo xtask run [-- GATEWAY FLAGS]   build the web app and start the chat
+       cargo xtask test                     run every check and test
+       cargo xtask tools                    install what is missing, and nothing else";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run::run(&args[1..]),
+        Some("test") => test::test(),
+        Some("tools") => tools::Tools::ensure_all(true).map(|_| ()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
