@@ -78,9 +78,11 @@ impl Tools {
         );
         let tools = Self { root, path };
         tools.wasm_target()?;
-        tools.trunk()?;
-        tools.wasm_bindgen()?;
-        tools.wasm_opt()?;
+        if tools.root.join("web").exists() {
+            tools.trunk()?;
+            tools.wasm_bindgen()?;
+            tools.wasm_opt()?;
+        }
         if browser {
             tools.chromium()?;
             tools.cargo_fuzz()?;
