@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use proto::{decode_from, ErrorCode, Packet};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,11 @@ use crate::context::Context;
 use crate::handlers;
 use crate::hub::Session;
 use crate::outbox::{Frame, Outbox, OutboxReceiver};
+
+/// Bytes read from the socket at a time, at most.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bytes coalesced into one socket write, at most.
+const MAX_BATCH: usize = 64 * 1024;
 
 /// The reader's view of a connection, passed to every handler.
 #[derive(Debug)]
@@ -62,7 +67,7 @@ pub(crate) async fn serve(
     async move {
         tracing::debug!("connected");
         let _ = stream.set_nodelay(true);
-        let (mut reader, writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
         let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes);
         let write_task = tokio::spawn(write_loop(writer, receiver).in_current_span());
         let mut conn = Connection {
@@ -70,27 +75,40 @@ pub(crate) async fn serve(
             out: out.clone(),
             session: None,
         };
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        // The read buffer is allocated only while bytes are in it, so an
+        // idle connection costs a few hundred bytes, not a buffer.
+        let mut buf = BytesMut::new();
         let last: Option<Packet> = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Some(error_packet(0, ErrorCode::ShuttingDown, "the server is shutting down")),
                 _ = out.closing() => break out.close_reason().map(|(code, text)| error_packet(0, code, &text)),
-                read = reader.read_buf(&mut buf) => match read {
-                    Ok(0) => {
-                        if !buf.is_empty() {
-                            tracing::debug!(bytes = buf.len(), "closed in the middle of a packet");
-                        }
-                        break None;
-                    }
-                    Ok(_) => {
-                        if let Some(last) = drain_packets(&mut conn, &mut buf).await {
-                            break Some(last);
-                        }
-                    }
-                    Err(e) => {
+                ready = reader.readable() => {
+                    if let Err(e) = ready {
                         tracing::debug!(error = %e, "read failed");
                         break None;
+                    }
+                    buf.reserve(READ_CHUNK);
+                    match reader.try_read_buf(&mut buf) {
+                        Ok(0) => {
+                            if !buf.is_empty() {
+                                tracing::debug!(bytes = buf.len(), "closed in the middle of a packet");
+                            }
+                            break None;
+                        }
+                        Ok(_) => {
+                            if let Some(last) = drain_packets(&mut conn, &mut buf).await {
+                                break Some(last);
+                            }
+                            if buf.is_empty() {
+                                buf = BytesMut::new();
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "read failed");
+                            break None;
+                        }
                     }
                 },
             }
@@ -110,14 +128,25 @@ pub(crate) async fn serve(
     .await
 }
 
-/// Decodes and handles every whole packet in `buf`. Returns the ERROR to
-/// close with when the stream is corrupt.
+/// Decodes and handles every whole packet in `buf`. Consecutive messages
+/// go to the store together and are answered after one commit. Returns the
+/// ERROR to close with when the stream is corrupt.
 async fn drain_packets(conn: &mut Connection, buf: &mut BytesMut) -> Option<Packet> {
+    let mut pipeline = handlers::Pipeline::default();
     loop {
         match decode_from(buf) {
-            Ok(Some(packet)) => handlers::handle(conn, packet).await,
-            Ok(None) => return None,
+            Ok(Some(packet)) => {
+                if let Some(packet) = pipeline.try_start(conn, packet) {
+                    pipeline.finish(conn).await;
+                    handlers::handle(conn, packet).await;
+                }
+            }
+            Ok(None) => {
+                pipeline.finish(conn).await;
+                return None;
+            }
             Err(e) => {
+                pipeline.finish(conn).await;
                 tracing::info!(error = %e, "protocol error; closing");
                 return Some(error_packet(e.request_type(), e.code(), &e.to_string()));
             }
@@ -145,29 +174,39 @@ fn detach(conn: &Connection) {
     }
 }
 
-/// Writes queued bytes, coalescing whatever is queued into one flush.
-async fn write_loop(writer: OwnedWriteHalf, mut receiver: OutboxReceiver) {
-    let mut w = BufWriter::with_capacity(64 * 1024, writer);
-    'outer: while let Some(frame) = receiver.rx.recv().await {
+/// Writes queued bytes, coalescing whatever is queued into one write. The
+/// coalescing buffer lives only while there is something to write.
+async fn write_loop(mut writer: OwnedWriteHalf, mut receiver: OutboxReceiver) {
+    while let Some(frame) = receiver.rx.recv().await {
+        let mut batch: Vec<u8> = Vec::new();
+        let mut end = false;
         let mut next = Some(frame);
         while let Some(frame) = next.take() {
             match frame {
                 Frame::Data(bytes) => {
-                    if w.write_all(&bytes).await.is_err() {
-                        break 'outer;
+                    if batch.is_empty() && bytes.len() >= MAX_BATCH {
+                        batch = bytes.to_vec();
+                    } else {
+                        batch.extend_from_slice(&bytes);
                     }
                     receiver.written(bytes.len());
                 }
                 Frame::End => {
-                    let _ = w.flush().await;
-                    let _ = w.shutdown().await;
-                    return;
+                    end = true;
+                    break;
                 }
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
             }
             next = receiver.rx.try_recv().ok();
         }
-        if w.flush().await.is_err() {
-            break;
+        if !batch.is_empty() && writer.write_all(&batch).await.is_err() {
+            return;
+        }
+        if end {
+            let _ = writer.shutdown().await;
+            return;
         }
     }
 }

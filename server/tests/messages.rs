@@ -242,3 +242,63 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
     let (_, _, first) = again.incoming().await;
     assert_eq!(first.len(), body.len());
 }
+
+#[tokio::test]
+async fn a_burst_of_pipelined_requests_is_answered_in_order() {
+    use futures_util::SinkExt;
+    let srv = TestServer::start().await;
+    let mut a = srv.signed_in("alice").await;
+    let mut b = srv.signed_in("bob").await;
+    let session = a.session;
+    // One write: messages, a request with a wrong session in the middle,
+    // a broadcast and a users request, all answered in request order.
+    for n in 1..=50u64 {
+        let body = Bytes::from(format!("m{n}"));
+        a.framed
+            .feed(Packet::MessageRequest {
+                session,
+                to: b.user,
+                message: n,
+                body,
+            })
+            .await
+            .unwrap();
+    }
+    a.framed
+        .feed(Packet::MessageRequest {
+            session: 1,
+            to: b.user,
+            message: 51,
+            body: Bytes::new(),
+        })
+        .await
+        .unwrap();
+    a.framed
+        .feed(Packet::BroadcastRequest {
+            session,
+            message: 52,
+            body: Bytes::from_static(b"all"),
+        })
+        .await
+        .unwrap();
+    a.framed
+        .feed(Packet::UsersRequest { session })
+        .await
+        .unwrap();
+    a.framed.flush().await.unwrap();
+    for n in 1..=50u64 {
+        assert_eq!(a.recv().await, Packet::MessageResponse { message: n });
+    }
+    assert_eq!(a.recv_error().await.0, ErrorCode::BadSession);
+    assert_eq!(a.recv().await, Packet::BroadcastResponse { message: 52 });
+    assert!(matches!(a.recv().await, Packet::UsersResponse { .. }));
+    for n in 1..=50u64 {
+        let (_, _, body) = b.incoming().await;
+        assert_eq!(body, Bytes::from(format!("m{n}")));
+    }
+    let (_, number, body) = b.incoming().await;
+    assert_eq!(
+        (&body[..], number & BROADCAST_BIT != 0),
+        (&b"all"[..], true)
+    );
+}

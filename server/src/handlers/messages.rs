@@ -6,7 +6,7 @@ use proto::{kind, ErrorCode, Packet};
 
 use crate::connection::Connection;
 use crate::hub::Session;
-use crate::store::Stored;
+use crate::store::{Pending, StoreError, Stored};
 
 fn rate_limited(conn: &Connection, session: &Session, t: u16, message: u64) -> bool {
     let allowed = session.state().rate.allow(tokio::time::Instant::now());
@@ -29,6 +29,75 @@ fn encode(packet: &Packet) -> Option<Bytes> {
     packet.encode(&mut buf).ok().map(|()| buf.freeze())
 }
 
+/// A message or broadcast whose store request is queued; its answer and
+/// delivery follow the commit.
+#[derive(Debug)]
+pub(crate) struct Started {
+    message: u64,
+    to: Option<u64>,
+    body: Bytes,
+    pending: Pending<Stored>,
+}
+
+/// Messages queued to the store in the order they arrived. Answering them
+/// in that order keeps the connection's replies in request order, while
+/// one commit serves all of them.
+#[derive(Debug, Default)]
+pub(crate) struct Pipeline {
+    started: Vec<Started>,
+}
+
+impl Pipeline {
+    /// Queues `packet` to the store if it is a message that passes the
+    /// session and rate checks; otherwise hands it back for [`super::handle`],
+    /// which reports what is wrong.
+    pub(crate) fn try_start(&mut self, conn: &Connection, packet: Packet) -> Option<Packet> {
+        let (to, message, body) = match &packet {
+            Packet::MessageRequest {
+                to, message, body, ..
+            } => (Some(*to), *message, body.clone()),
+            Packet::BroadcastRequest { message, body, .. } => (None, *message, body.clone()),
+            _ => return Some(packet),
+        };
+        let Some(session) = &conn.session else {
+            return Some(packet);
+        };
+        if packet.session() != Some(session.id)
+            || !session.state().rate.allow(tokio::time::Instant::now())
+        {
+            return Some(packet);
+        }
+        session.touch();
+        let store = &conn.ctx.store;
+        let pending = match to {
+            Some(to) => store.store_direct(session.user, message, to, body.clone()),
+            None => store.store_broadcast(session.user, message, body.clone()),
+        };
+        self.started.push(Started {
+            message,
+            to,
+            body,
+            pending,
+        });
+        None
+    }
+
+    /// Answers and delivers every queued message, in order.
+    pub(crate) async fn finish(&mut self, conn: &Connection) {
+        let Some(session) = conn.session.clone() else {
+            self.started.clear();
+            return;
+        };
+        for s in self.started.drain(..) {
+            let outcome = s.pending.wait().await;
+            match s.to {
+                Some(to) => finish_direct(conn, &session, to, s.message, s.body, outcome),
+                None => finish_broadcast(conn, &session, s.message, s.body, outcome),
+            }
+        }
+    }
+}
+
 /// MESSAGE REQUEST: store durably, acknowledge, then push to the recipient.
 pub(super) async fn direct(
     conn: &Connection,
@@ -37,16 +106,28 @@ pub(super) async fn direct(
     message: u64,
     body: Bytes,
 ) {
-    const T: u16 = kind::MESSAGE_REQUEST;
-    if rate_limited(conn, session, T, message) {
+    if rate_limited(conn, session, kind::MESSAGE_REQUEST, message) {
         return;
     }
-    let ctx = &conn.ctx;
-    match ctx
+    let outcome = conn
+        .ctx
         .store
         .store_direct(session.user, message, to, body.clone())
-        .await
-    {
+        .wait()
+        .await;
+    finish_direct(conn, session, to, message, body, outcome);
+}
+
+fn finish_direct(
+    conn: &Connection,
+    session: &Session,
+    to: u64,
+    message: u64,
+    body: Bytes,
+    outcome: Result<Stored, StoreError>,
+) {
+    const T: u16 = kind::MESSAGE_REQUEST;
+    match outcome {
         Ok(Stored::New(delivery)) => {
             conn.reply(Packet::MessageResponse { message });
             let incoming = Packet::IncomingMessage {
@@ -55,7 +136,7 @@ pub(super) async fn direct(
                 body,
             };
             if let Some(bytes) = encode(&incoming) {
-                ctx.hub.deliver(to, bytes);
+                conn.ctx.hub.deliver(to, bytes);
             }
         }
         Ok(Stored::Duplicate) => conn.reply(Packet::MessageResponse { message }),
@@ -79,16 +160,27 @@ pub(super) async fn direct(
 
 /// BROADCAST REQUEST: record once, acknowledge, push to every other session.
 pub(super) async fn broadcast(conn: &Connection, session: &Session, message: u64, body: Bytes) {
-    const T: u16 = kind::BROADCAST_REQUEST;
-    if rate_limited(conn, session, T, message) {
+    if rate_limited(conn, session, kind::BROADCAST_REQUEST, message) {
         return;
     }
-    let ctx = &conn.ctx;
-    match ctx
+    let outcome = conn
+        .ctx
         .store
         .store_broadcast(session.user, message, body.clone())
-        .await
-    {
+        .wait()
+        .await;
+    finish_broadcast(conn, session, message, body, outcome);
+}
+
+fn finish_broadcast(
+    conn: &Connection,
+    session: &Session,
+    message: u64,
+    body: Bytes,
+    outcome: Result<Stored, StoreError>,
+) {
+    let ctx = &conn.ctx;
+    match outcome {
         Ok(Stored::New(id)) => {
             conn.reply(Packet::BroadcastResponse { message });
             let delivery = id | BROADCAST_BIT;
@@ -110,7 +202,7 @@ pub(super) async fn broadcast(conn: &Connection, session: &Session, message: u64
         Err(e) => {
             tracing::error!(error = %e, "could not record a broadcast");
             conn.error(
-                T,
+                kind::BROADCAST_REQUEST,
                 ErrorCode::ServerError,
                 message,
                 "the broadcast could not be stored; try again",

@@ -4,6 +4,8 @@
 
 mod files;
 mod messages;
+
+pub(crate) use messages::Pipeline;
 mod session;
 mod users;
 

@@ -95,6 +95,17 @@ enum Command {
     Files(oneshot::Sender<Result<Vec<u64>, StoreError>>),
 }
 
+/// A request queued to the store, not yet committed.
+#[derive(Debug)]
+pub struct Pending<T>(oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Pending<T> {
+    /// Waits for the commit and the outcome.
+    pub async fn wait(self) -> Result<T, StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// A handle to the store; cheap to clone, usable from any task.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -150,45 +161,32 @@ impl Store {
         ask!(self, UserName, user)
     }
 
-    /// Stores a direct message durably, once per (sender, number).
-    pub async fn store_direct(
-        &self,
-        from: u64,
-        number: u64,
-        to: u64,
-        body: Bytes,
-    ) -> Result<Stored, StoreError> {
+    /// Stores a direct message durably, once per (sender, number). The
+    /// request is queued at once; [`Pending::wait`] gives the outcome after
+    /// the commit, so a connection can queue several before waiting.
+    pub fn store_direct(&self, from: u64, number: u64, to: u64, body: Bytes) -> Pending<Stored> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::StoreDirect {
-                from,
-                number,
-                to,
-                body,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let _ = self.tx.send(Command::StoreDirect {
+            from,
+            number,
+            to,
+            body,
+            reply,
+        });
+        Pending(rx)
     }
 
     /// Records a broadcast once per (sender, number); its delivery number
-    /// is the returned id with bit 63 set.
-    pub async fn store_broadcast(
-        &self,
-        from: u64,
-        number: u64,
-        body: Bytes,
-    ) -> Result<Stored, StoreError> {
+    /// is the returned id with bit 63 set. Queued like [`Store::store_direct`].
+    pub fn store_broadcast(&self, from: u64, number: u64, body: Bytes) -> Pending<Stored> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::StoreBroadcast {
-                from,
-                number,
-                body,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let _ = self.tx.send(Command::StoreBroadcast {
+            from,
+            number,
+            body,
+            reply,
+        });
+        Pending(rx)
     }
 
     /// The recipient acknowledged direct delivery `delivery`: forget it.
