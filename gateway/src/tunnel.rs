@@ -213,3 +213,165 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pumps driven in memory: a channel pair stands in for the
+    //! WebSocket and a duplex pipe for the TCP connection.
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// The gateway's side of a fake WebSocket.
+    struct FakeWs {
+        to_browser: Option<mpsc::UnboundedSender<Message>>,
+        from_browser: mpsc::UnboundedReceiver<Result<Message, String>>,
+    }
+
+    impl Sink<Message> for FakeWs {
+        type Error = String;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), String> {
+            match &self.to_browser {
+                Some(tx) => tx.send(item).map_err(|e| e.to_string()),
+                None => Err("closed".into()),
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            self.to_browser = None;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Stream for FakeWs {
+        type Item = Result<Message, String>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.from_browser.poll_recv(cx)
+        }
+    }
+
+    struct Harness {
+        browser_tx: mpsc::UnboundedSender<Result<Message, String>>,
+        browser_rx: mpsc::UnboundedReceiver<Message>,
+        server: tokio::io::DuplexStream,
+        tunnel: tokio::task::JoinHandle<Report>,
+        shutdown: CancellationToken,
+    }
+
+    fn start() -> Harness {
+        let (to_browser, browser_rx) = mpsc::unbounded_channel();
+        let (browser_tx, from_browser) = mpsc::unbounded_channel();
+        let (gateway_side, server) = duplex(1024);
+        let (read, write) = tokio::io::split(gateway_side);
+        let shutdown = CancellationToken::new();
+        let ws = FakeWs {
+            to_browser: Some(to_browser),
+            from_browser,
+        };
+        let tunnel = tokio::spawn(run(
+            ws,
+            read,
+            write,
+            TunnelOptions::default(),
+            shutdown.clone(),
+        ));
+        Harness {
+            browser_tx,
+            browser_rx,
+            server,
+            tunnel,
+            shutdown,
+        }
+    }
+
+    fn binary(bytes: &[u8]) -> Result<Message, String> {
+        Ok(Message::Binary(bytes.to_vec().into()))
+    }
+
+    #[tokio::test]
+    async fn bytes_pass_both_ways_unchanged() {
+        let mut h = start();
+        h.browser_tx.send(binary(&[1, 2, 3])).unwrap();
+        h.browser_tx.send(binary(&[4])).unwrap();
+        let mut got = [0u8; 4];
+        h.server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [1, 2, 3, 4]);
+        h.server.write_all(&[9, 8, 7]).await.unwrap();
+        let Some(Message::Binary(data)) = h.browser_rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(&data[..], &[9, 8, 7]);
+        drop(h.server);
+        let report = h.tunnel.await.unwrap();
+        assert_eq!(
+            (report.to_server, report.to_browser, report.end),
+            (4, 3, End::ServerClosed)
+        );
+        let Some(Message::Close(Some(frame))) = h.browser_rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(frame.code, close_code::NORMAL);
+    }
+
+    #[tokio::test]
+    async fn a_text_message_ends_the_tunnel_with_1003() {
+        let mut h = start();
+        h.browser_tx.send(Ok(Message::Text("hi".into()))).unwrap();
+        assert_eq!(h.tunnel.await.unwrap().end, End::TextMessage);
+        let Some(Message::Close(Some(frame))) = h.browser_rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(frame.code, close_code::UNSUPPORTED);
+        // The chat server sees the connection end.
+        let mut rest = Vec::new();
+        h.server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_with_going_away() {
+        let mut h = start();
+        h.shutdown.cancel();
+        assert_eq!(h.tunnel.await.unwrap().end, End::Shutdown);
+        let Some(Message::Close(Some(frame))) = h.browser_rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(frame.code, close_code::AWAY);
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_closes_closes_the_tcp_side() {
+        let mut h = start();
+        h.browser_tx.send(Ok(Message::Close(None))).unwrap();
+        assert_eq!(h.tunnel.await.unwrap().end, End::BrowserClosed);
+        let mut rest = Vec::new();
+        h.server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_browser_is_dropped_after_two_ping_intervals() {
+        let mut h = start();
+        // Paused time advances only when every task is idle: pings go out,
+        // nothing comes back, and the tunnel gives up.
+        let report = h.tunnel.await.unwrap();
+        assert_eq!(report.end, End::BrowserSilent);
+        let mut pings = 0;
+        while let Ok(m) = h.browser_rx.try_recv() {
+            if matches!(m, Message::Ping(_)) {
+                pings += 1;
+            }
+        }
+        assert!(pings >= 2, "{pings} pings");
+    }
+}
