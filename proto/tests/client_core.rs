@@ -1,0 +1,675 @@
+//! The sans-IO client core driven in memory: server packets are fed as
+//! bytes, what the core sends is decoded and checked. Time is simulated.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::{Client, ClientConfig, Decoder, ErrorCode, Event, Packet};
+
+const S: u64 = 0xfeed;
+const USER: u64 = 7;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Everything the core has queued to send, decoded.
+fn sent(c: &mut Client) -> Vec<Packet> {
+    let mut d = Decoder::new();
+    while let Some(bytes) = c.poll_transmit() {
+        d.feed(&bytes);
+    }
+    let mut out = Vec::new();
+    while let Some(p) = d.next_packet().unwrap() {
+        out.push(p);
+    }
+    out
+}
+
+fn events(c: &mut Client) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn feed(c: &mut Client, now: Duration, packets: &[Packet]) {
+    let mut bytes = Vec::new();
+    for p in packets {
+        p.encode(&mut bytes).unwrap();
+    }
+    c.handle_input(now, &bytes).unwrap();
+}
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        first_message_number: 100,
+        window: 2,
+        ..ClientConfig::default()
+    }
+}
+
+/// A client signed in as user 7 with session 0xfeed, queues drained.
+fn signed_in() -> Client {
+    let mut c = Client::new(config());
+    c.sign_in("alice").unwrap();
+    c.connected(secs(0));
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::SessionRequest {
+            name: "alice".into()
+        }]
+    );
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::SignedIn {
+            user: USER,
+            session: S,
+            resumed: false
+        }]
+    );
+    c
+}
+
+#[test]
+fn sign_in_sends_the_name_and_the_cookie_signs_in() {
+    let c = signed_in();
+    assert!(c.is_signed_in());
+    assert_eq!((c.user(), c.session()), (Some(USER), Some(S)));
+}
+
+#[test]
+fn a_name_in_use_fails_the_sign_in_with_the_servers_words() {
+    let mut c = Client::new(config());
+    c.sign_in("alice").unwrap();
+    c.connected(secs(0));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::Error {
+            request_type: 1,
+            code: ErrorCode::NameInUse,
+            subject: 0,
+            text: "taken".into(),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::SignInFailed {
+            code: ErrorCode::NameInUse,
+            text: "taken".into()
+        }]
+    );
+    assert!(!c.is_signed_in());
+}
+
+#[test]
+fn invalid_names_are_refused_before_sending() {
+    let mut c = Client::new(config());
+    assert!(c.sign_in("").is_err());
+    assert!(c.sign_in("a\u{0}b").is_err());
+}
+
+#[test]
+fn an_idle_session_is_kept_alive_with_session_preserve() {
+    let mut c = signed_in();
+    sent(&mut c);
+    assert_eq!(c.poll_timeout(), Some(secs(10)));
+    c.handle_timeout(secs(9));
+    assert!(sent(&mut c).is_empty());
+    c.handle_timeout(secs(10));
+    assert_eq!(sent(&mut c), vec![Packet::SessionPreserve { session: S }]);
+    assert_eq!(c.poll_timeout(), Some(secs(20)));
+    // Sending anything counts as activity.
+    c.handle_timeout(secs(15));
+    c.request_users().unwrap();
+    assert_eq!(c.poll_timeout(), Some(secs(25)));
+}
+
+#[test]
+fn messages_are_numbered_and_kept_until_acknowledged() {
+    let mut c = signed_in();
+    let a = c.send_message(9, Bytes::from_static(b"hi")).unwrap();
+    let b = c.broadcast(Bytes::from_static(b"all")).unwrap();
+    assert_eq!((a, b), (100, 101));
+    assert_eq!(
+        sent(&mut c),
+        vec![
+            Packet::MessageRequest {
+                session: S,
+                to: 9,
+                message: 100,
+                body: Bytes::from_static(b"hi")
+            },
+            Packet::BroadcastRequest {
+                session: S,
+                message: 101,
+                body: Bytes::from_static(b"all")
+            },
+        ]
+    );
+    assert_eq!(c.unacknowledged().len(), 2);
+    feed(
+        &mut c,
+        secs(1),
+        &[
+            Packet::MessageResponse { message: 100 },
+            Packet::BroadcastResponse { message: 101 },
+        ],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![
+            Event::MessageSent { message: 100 },
+            Event::MessageSent { message: 101 }
+        ]
+    );
+    assert!(c.unacknowledged().is_empty());
+}
+
+#[test]
+fn a_refused_message_is_reported_with_its_number() {
+    let mut c = signed_in();
+    let n = c.send_message(99, Bytes::new()).unwrap();
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::Error {
+            request_type: 9,
+            code: ErrorCode::UnknownUser,
+            subject: n,
+            text: "no".into(),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::MessageFailed {
+            message: n,
+            code: ErrorCode::UnknownUser,
+            text: "no".into()
+        }]
+    );
+}
+
+#[test]
+fn after_a_reconnect_the_session_resumes_and_unacknowledged_messages_are_resent() {
+    let mut c = signed_in();
+    c.send_message(9, Bytes::from_static(b"lost?")).unwrap();
+    sent(&mut c);
+    c.disconnected();
+    assert!(!c.is_signed_in());
+    c.connected(secs(5));
+    assert_eq!(sent(&mut c), vec![Packet::SessionPreserve { session: S }]);
+    feed(
+        &mut c,
+        secs(5),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::SignedIn {
+            user: USER,
+            session: S,
+            resumed: true
+        }]
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::MessageRequest {
+            session: S,
+            to: 9,
+            message: 100,
+            body: Bytes::from_static(b"lost?")
+        }]
+    );
+}
+
+#[test]
+fn a_session_that_cannot_be_resumed_signs_in_again_by_name() {
+    let mut c = signed_in();
+    c.disconnected();
+    c.connected(secs(40));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(40),
+        &[Packet::Error {
+            request_type: 4,
+            code: ErrorCode::BadSession,
+            subject: 0,
+            text: "expired".into(),
+        }],
+    );
+    assert_eq!(events(&mut c), vec![Event::SessionLost]);
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::SessionRequest {
+            name: "alice".into()
+        }]
+    );
+}
+
+#[test]
+fn a_page_reload_resumes_a_remembered_session() {
+    let mut c = Client::new(config());
+    c.resume_session(S);
+    c.connected(secs(0));
+    assert_eq!(sent(&mut c), vec![Packet::SessionPreserve { session: S }]);
+}
+
+#[test]
+fn incoming_messages_are_acknowledged_every_time_and_reported_once() {
+    let mut c = signed_in();
+    let msg = Packet::IncomingMessage {
+        from: 3,
+        message: 55,
+        body: Bytes::from_static(b"hey"),
+    };
+    feed(&mut c, secs(1), &[msg.clone(), msg]);
+    assert_eq!(
+        sent(&mut c),
+        vec![
+            Packet::IncomingMessageAck { message: 55 },
+            Packet::IncomingMessageAck { message: 55 }
+        ]
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Incoming {
+            from: 3,
+            message: 55,
+            broadcast: false,
+            body: Bytes::from_static(b"hey")
+        }]
+    );
+    let broadcast = 55 | (1 << 63);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::IncomingMessage {
+            from: 3,
+            message: broadcast,
+            body: Bytes::new(),
+        }],
+    );
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Incoming {
+            broadcast: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn messages_sent_before_signing_in_go_out_after() {
+    let mut c = Client::new(config());
+    c.sign_in("alice").unwrap();
+    let n = c.send_message(9, Bytes::from_static(b"early")).unwrap();
+    assert!(c.request_users().is_err(), "queries need a session");
+    c.connected(secs(0));
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::SessionRequest {
+            name: "alice".into()
+        }]
+    );
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::MessageRequest {
+            session: S,
+            to: 9,
+            message: n,
+            body: Bytes::from_static(b"early")
+        }]
+    );
+}
+
+#[test]
+fn an_upload_keeps_the_window_full_and_completes() {
+    let mut c = signed_in();
+    let data: Vec<u8> = (0..700u32).map(|i| i as u8).collect();
+    let t = c.upload("f.bin", Bytes::from(data.clone())).unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::FileUploadRequest {
+            session: S,
+            size: 700,
+            name: "f.bin".into()
+        }]
+    );
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileUploadResponse {
+            file: 4,
+            transaction: 8,
+        }],
+    );
+    let chunk = |n: u32, range: std::ops::Range<usize>| Packet::UploadChunkRequest {
+        transaction: 8,
+        chunk: n,
+        data: Bytes::copy_from_slice(&data[range]),
+    };
+    // Window 2: two chunks in flight.
+    assert_eq!(sent(&mut c), vec![chunk(0, 0..256), chunk(1, 256..512)]);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::UploadChunkResponse {
+            transaction: 8,
+            chunk: 0,
+        }],
+    );
+    assert_eq!(sent(&mut c), vec![chunk(2, 512..700)]);
+    feed(
+        &mut c,
+        secs(1),
+        &[
+            Packet::UploadChunkResponse {
+                transaction: 8,
+                chunk: 1,
+            },
+            Packet::UploadChunkResponse {
+                transaction: 8,
+                chunk: 2,
+            },
+        ],
+    );
+    let ev = events(&mut c);
+    assert!(ev.contains(&Event::TransferStarted {
+        transfer: t,
+        file: 4,
+        size: 700
+    }));
+    assert!(
+        ev.contains(&Event::TransferComplete {
+            transfer: t,
+            file: 4
+        }),
+        "{ev:?}"
+    );
+    assert_eq!(c.active_transfers(), 0);
+}
+
+#[test]
+fn an_empty_upload_completes_on_the_upload_response() {
+    let mut c = signed_in();
+    let t = c.upload("empty", Bytes::new()).unwrap();
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileUploadResponse {
+            file: 5,
+            transaction: 9,
+        }],
+    );
+    assert!(events(&mut c).contains(&Event::TransferComplete {
+        transfer: t,
+        file: 5
+    }));
+    assert!(sent(&mut c).is_empty());
+}
+
+#[test]
+fn a_download_asks_for_the_size_then_the_transaction_then_the_chunks() {
+    let mut c = signed_in();
+    let t = c.download(4);
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::FileDataRequest {
+            session: S,
+            file: 4
+        }]
+    );
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileDataResponse {
+            file: 4,
+            size: 300,
+            name: "f".into(),
+        }],
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::FileDownloadRequest {
+            session: S,
+            file: 4
+        }]
+    );
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileDownloadResponse {
+            file: 4,
+            transaction: 6,
+        }],
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![
+            Packet::DownloadChunkRequest {
+                transaction: 6,
+                chunk: 0
+            },
+            Packet::DownloadChunkRequest {
+                transaction: 6,
+                chunk: 1
+            },
+        ]
+    );
+    events(&mut c);
+    feed(
+        &mut c,
+        secs(1),
+        &[
+            Packet::DownloadChunkResponse {
+                transaction: 6,
+                chunk: 0,
+                data: Bytes::from(vec![1; 256]),
+            },
+            Packet::DownloadChunkResponse {
+                transaction: 6,
+                chunk: 1,
+                data: Bytes::from(vec![2; 44]),
+            },
+        ],
+    );
+    let ev = events(&mut c);
+    assert!(ev.contains(&Event::DownloadData {
+        transfer: t,
+        offset: 0,
+        data: Bytes::from(vec![1; 256])
+    }));
+    assert!(ev.contains(&Event::DownloadData {
+        transfer: t,
+        offset: 256,
+        data: Bytes::from(vec![2; 44])
+    }));
+    assert!(
+        ev.contains(&Event::TransferComplete {
+            transfer: t,
+            file: 4
+        }),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_chunk_of_the_wrong_length_fails_the_download() {
+    let mut c = signed_in();
+    let t = c.download(4);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileDataResponse {
+            file: 4,
+            size: 300,
+            name: "f".into(),
+        }],
+    );
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileDownloadResponse {
+            file: 4,
+            transaction: 6,
+        }],
+    );
+    events(&mut c);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::DownloadChunkResponse {
+            transaction: 6,
+            chunk: 1,
+            data: Bytes::from(vec![2; 45]),
+        }],
+    );
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::TransferFailed { transfer, code: ErrorCode::BadChunk, .. }] if transfer == t
+    ));
+}
+
+#[test]
+fn an_unknown_file_fails_its_download() {
+    let mut c = signed_in();
+    let t = c.download(77);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::Error {
+            request_type: 21,
+            code: ErrorCode::UnknownFile,
+            subject: 77,
+            text: "no".into(),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::TransferFailed {
+            transfer: t,
+            code: ErrorCode::UnknownFile,
+            text: "no".into()
+        }]
+    );
+}
+
+#[test]
+fn a_corrupt_stream_is_an_error_for_the_shell() {
+    let mut c = signed_in();
+    assert!(c.handle_input(secs(1), &[0xff, 0xff]).is_err());
+}
+
+#[test]
+fn the_server_ending_the_session_is_reported() {
+    let mut c = signed_in();
+    feed(
+        &mut c,
+        secs(31),
+        &[Packet::Error {
+            request_type: 0,
+            code: ErrorCode::BadSession,
+            subject: 0,
+            text: "expired".into(),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Disconnected {
+            code: ErrorCode::BadSession,
+            text: "expired".into()
+        }]
+    );
+    // The session is gone: the next transport signs in by name.
+    c.disconnected();
+    c.connected(secs(32));
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::SessionRequest {
+            name: "alice".into()
+        }]
+    );
+}
+
+mod simulated_server {
+    //! A property: against an in-memory server that acknowledges chunks,
+    //! every upload completes and the server reassembles exactly its bytes.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_upload_completes_with_its_exact_bytes(
+            sizes in proptest::collection::vec(0usize..3000, 1..5),
+            window in 1u32..8,
+        ) {
+            let mut c = Client::new(ClientConfig { window, ..config() });
+            c.sign_in("alice").unwrap();
+            c.connected(secs(0));
+            sent(&mut c);
+            feed(&mut c, secs(0), &[Packet::SessionCookie { user: USER, session: S }]);
+            let inputs: Vec<Vec<u8>> = sizes.iter().map(|&n| (0..n).map(|i| (i * 13 + n) as u8).collect()).collect();
+            let ids: Vec<_> = inputs.iter().enumerate()
+                .map(|(i, d)| c.upload(&format!("f{i}"), Bytes::from(d.clone())).unwrap())
+                .collect();
+            let mut stored: Vec<Vec<u8>> = Vec::new();
+            let mut by_transaction = std::collections::HashMap::new();
+            let mut completed = Vec::new();
+            for _round in 0..10_000 {
+                let out = sent(&mut c);
+                if out.is_empty() { break; }
+                let mut replies = Vec::new();
+                for p in out {
+                    match p {
+                        Packet::FileUploadRequest { size, .. } => {
+                            let file = stored.len() as u64;
+                            stored.push(vec![0; size as usize]);
+                            by_transaction.insert(1000 + file, file);
+                            replies.push(Packet::FileUploadResponse { file, transaction: 1000 + file });
+                        }
+                        Packet::UploadChunkRequest { transaction, chunk, data } => {
+                            let file = by_transaction[&transaction] as usize;
+                            let start = chunk as usize * 256;
+                            stored[file][start..start + data.len()].copy_from_slice(&data);
+                            replies.push(Packet::UploadChunkResponse { transaction, chunk });
+                        }
+                        other => prop_assert!(false, "unexpected {other:?}"),
+                    }
+                }
+                feed(&mut c, secs(1), &replies);
+                for e in events(&mut c) {
+                    if let Event::TransferComplete { transfer, file } = e {
+                        completed.push((transfer, file));
+                    }
+                }
+            }
+            prop_assert_eq!(completed.len(), ids.len());
+            for (transfer, file) in completed {
+                let i = ids.iter().position(|t| *t == transfer).unwrap();
+                prop_assert_eq!(&stored[file as usize], &inputs[i]);
+            }
+        }
+    }
+}
