@@ -1,0 +1,169 @@
+//! The root component.
+
+use std::rc::Rc;
+
+use gloo_timers::callback::Interval;
+use yew::prelude::*;
+
+use crate::browser;
+use crate::components::{Conversation, FilesPanel, Header, Sidebar, SignIn};
+use crate::connection::{self, Connection};
+use crate::state::{Action, Link, Peer, State};
+
+/// The `sessionStorage` key of the persisted state (messages, names).
+pub const STATE_KEY: &str = "chat.state";
+/// How often the user and file lists are refreshed.
+const REFRESH_MS: u32 = 3_000;
+
+fn initial_state() -> State {
+    let mut state = browser::session_get(STATE_KEY)
+        .and_then(|json| serde_json::from_str::<State>(&json).ok())
+        .unwrap_or_default();
+    if browser::session_get(connection::NAME_KEY).is_some() {
+        state.link = Link::Connecting;
+    } else {
+        state = State::default();
+    }
+    state
+}
+
+/// The whole app.
+#[function_component]
+pub fn App() -> Html {
+    let state = use_reducer(initial_state);
+    let conn = {
+        let dispatcher = state.dispatcher();
+        use_memo((), move |_| {
+            Connection::new(Callback::from(move |a| dispatcher.dispatch(a)))
+        })
+    };
+
+    {
+        let conn = conn.clone();
+        use_effect_with((), move |_| {
+            let interval = Interval::new(REFRESH_MS, move || Connection::refresh(&conn));
+            move || drop(interval)
+        });
+    }
+    use_effect_with(state.clone(), |state| {
+        if state.me.is_some() {
+            if let Ok(json) = serde_json::to_string(&**state) {
+                browser::session_set(STATE_KEY, &json);
+            }
+        }
+    });
+
+    // The tab title carries the unread count, as chat apps do.
+    use_effect_with(state.total_unread(), |unread| {
+        if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+            doc.set_title(&match unread {
+                0 => "Chat".to_owned(),
+                n => format!("({n}) Chat"),
+            });
+        }
+    });
+
+    let on_sign_in = {
+        let conn = conn.clone();
+        Callback::from(move |name: String| Connection::sign_in(&conn, &name))
+    };
+    let on_sign_out = {
+        let conn = conn.clone();
+        Callback::from(move |_| Connection::sign_out(&conn))
+    };
+    let on_open = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |peer: Peer| dispatcher.dispatch(Action::Open(peer)))
+    };
+    let on_send = {
+        let conn = conn.clone();
+        Callback::from(move |(peer, text): (Peer, String)| Connection::send(&conn, peer, &text))
+    };
+    let on_retry = {
+        let conn = conn.clone();
+        let dispatcher = state.dispatcher();
+        Callback::from(move |(peer, number, text): (Peer, u64, String)| {
+            dispatcher.dispatch(Action::Discard(number));
+            Connection::send(&conn, peer, &text);
+        })
+    };
+    let on_files = upload_callback(conn.clone());
+    let on_download = {
+        let conn = conn.clone();
+        let state = state.clone();
+        Callback::from(move |file: u64| {
+            if let Some(entry) = state.files.get(&file) {
+                Connection::download(&conn, file, entry);
+            }
+        })
+    };
+    let on_cancel = {
+        let conn = conn.clone();
+        Callback::from(move |id: u64| Connection::cancel(&conn, id))
+    };
+    let on_dismiss = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |id: u64| dispatcher.dispatch(Action::DismissTransfer(id)))
+    };
+    let dismiss_notice = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |_| dispatcher.dispatch(Action::Notice(None)))
+    };
+
+    let ondragover = Callback::from(|e: DragEvent| e.prevent_default());
+    let ondrop = {
+        let on_files = on_files.clone();
+        Callback::from(move |e: DragEvent| {
+            e.prevent_default();
+            if let Some(list) = e.data_transfer().and_then(|d| d.files()) {
+                on_files.emit(files_of(&list));
+            }
+        })
+    };
+
+    let signed_in = state.me.is_some();
+    let notice = state.notice.clone().map(|n| {
+        html! {
+            <div class="notice" role="alert" data-testid="notice">
+                <span>{ n }</span>
+                <button type="button" aria-label="Dismiss" onclick={dismiss_notice}>{ "×" }</button>
+            </div>
+        }
+    });
+    html! {
+        <div class="app" {ondragover} {ondrop}>
+            <Header state={state.clone()} on_sign_out={on_sign_out} />
+            { for notice }
+            if signed_in {
+                <div class="layout">
+                    <Sidebar state={state.clone()} on_open={on_open} />
+                    <Conversation state={state.clone()} on_send={on_send} on_retry={on_retry} />
+                    <FilesPanel state={state.clone()} on_files={on_files} on_download={on_download}
+                        on_cancel={on_cancel} on_dismiss={on_dismiss} />
+                </div>
+            } else {
+                <SignIn error={state.sign_in_error.clone()} busy={state.link == Link::Connecting} on_sign_in={on_sign_in} />
+            }
+        </div>
+    }
+}
+
+/// The files of a `FileList`.
+pub fn files_of(list: &web_sys::FileList) -> Vec<web_sys::File> {
+    (0..list.length()).filter_map(|i| list.get(i)).collect()
+}
+
+/// Reads each file and hands its bytes to the connection.
+fn upload_callback(conn: Rc<connection::Shared>) -> Callback<Vec<web_sys::File>> {
+    Callback::from(move |files: Vec<web_sys::File>| {
+        for file in files {
+            let conn = conn.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                match browser::read_file(&file).await {
+                    Ok(bytes) => Connection::upload(&conn, &file.name(), bytes),
+                    Err(e) => web_sys::console::error_1(&e.into()),
+                }
+            });
+        }
+    })
+}

@@ -1,0 +1,51 @@
+//! The top bar: who you are and the state of the connection.
+
+use yew::prelude::*;
+
+use crate::state::{Link, State};
+
+/// Properties of [`Header`].
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    /// The app state.
+    pub state: UseReducerHandle<State>,
+    /// Signs out.
+    pub on_sign_out: Callback<()>,
+}
+
+/// The header with the always-visible connection state.
+#[function_component]
+pub fn Header(props: &Props) -> Html {
+    let (class, text) = match &props.state.link {
+        Link::Offline => ("offline", "Offline".to_owned()),
+        Link::Connecting => ("connecting", "Connecting…".to_owned()),
+        Link::Online => ("online", "Connected".to_owned()),
+        Link::Reconnecting {
+            retry_in_ms,
+            reason,
+        } => (
+            "reconnecting",
+            format!(
+                "Reconnecting in {:.0} s ({reason})",
+                f64::from(*retry_in_ms) / 1000.0
+            ),
+        ),
+    };
+    let me = props.state.me.as_ref().map(|(_, name)| {
+        let on_sign_out = props.on_sign_out.clone();
+        html! {
+            <span class="me">
+                <span data-testid="me">{ name.clone() }</span>
+                <button type="button" class="link" onclick={move |_| on_sign_out.emit(())}>{ "Sign out" }</button>
+            </span>
+        }
+    });
+    html! {
+        <header class="top">
+            <span class="brand">{ "Chat" }</span>
+            <span class={classes!("link-state", class)} data-testid="connection-state" data-state={class}
+                role="status" aria-live="polite">{ text }</span>
+            { for me }
+        </header>
+    }
+}

@@ -1,0 +1,62 @@
+//! Human-readable sizes, speeds and times.
+
+/// `1536` → `"1.5 KiB"`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// Bytes per second from bytes moved over milliseconds.
+pub fn speed(bytes: u64, millis: f64) -> String {
+    if millis <= 0.0 {
+        return "–".into();
+    }
+    let per_second = (bytes as f64 * 1000.0 / millis) as u64;
+    format!("{}/s", size(per_second))
+}
+
+/// Percentage done, 0 to 100.
+pub fn percent(done: u64, total: u64) -> u32 {
+    if total == 0 {
+        return 100;
+    }
+    ((done.min(total) as f64 / total as f64) * 100.0).round() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn sizes_read_like_a_file_manager() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(10 * 1024 * 1024), "10 MiB");
+        assert_eq!(size(u64::from(u32::MAX)), "4.0 GiB");
+    }
+
+    #[test]
+    fn speeds_and_percentages() {
+        assert_eq!(speed(2048, 1000.0), "2.0 KiB/s");
+        assert_eq!(speed(1, 0.0), "–");
+        assert_eq!(percent(0, 0), 100);
+        assert_eq!(percent(1, 3), 33);
+        assert_eq!(percent(5, 3), 100);
+    }
+}

@@ -1,0 +1,25 @@
+//! The chat's browser app: a Yew client that speaks the chat protocol over
+//! the gateway's WebSocket, through the sans-IO core in `proto`.
+//!
+//! # Layout
+//! - `app`: the root component: state, connection, persistence, drag and drop.
+//! - `state`: the state and its reducer (pure, tested natively and in Chromium).
+//! - `connection`: the WebSocket shell around `proto::Client`.
+//! - `browser`: storage, clock, file reading and saving.
+//! - `components/`: sign-in, header, sidebar, conversation, files.
+//! - `format`: sizes and speeds.
+#![forbid(unsafe_code)]
+// A binary crate: `pub` items are visible to the crate only, as intended.
+#![allow(unreachable_pub)]
+
+mod app;
+mod browser;
+mod components;
+mod connection;
+mod format;
+mod state;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    yew::Renderer::<app::App>::new().render();
+}
