@@ -1,0 +1,220 @@
+//! The harness of the end-to-end tests: a real gateway with its embedded
+//! chat server serving the built web app (`dist/`), a chromedriver, and
+//! headless Chromium sessions driven over WebDriver.
+//!
+//! The tests are `#[ignore]`d because they need the release build of the web
+//! app and a browser; `cargo xtask test` builds both and runs them with
+//! `--ignored`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use gateway::{GatewayConfig, RunningGateway};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tempfile::TempDir;
+
+/// How long to wait for anything the browser should show; raise it with
+/// CHAT_TEST_TIMEOUT_SECS on a slow machine.
+pub fn patience() -> Duration {
+    let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or(here)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running chat system, a chromedriver, and where screenshots go.
+pub struct Chat {
+    gateway: Option<RunningGateway>,
+    /// The gateway's address.
+    pub addr: SocketAddr,
+    driver: Child,
+    driver_url: String,
+    _data: TempDir,
+    /// Where the browsers save downloads.
+    pub downloads: TempDir,
+}
+
+impl Chat {
+    /// Starts the gateway (embedded server, fresh data directory) and chromedriver.
+    pub async fn start() -> Self {
+        let dist = root().join("dist");
+        assert!(
+            dist.join("index.html").exists(),
+            "{} has no built web app: run `trunk build --release` (cargo xtask test does)",
+            dist.display()
+        );
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = GatewayConfig::for_tests(data.path(), &dist);
+        config.chat.sync = "normal".into();
+        let gateway = gateway::start(config).await.expect("gateway starts");
+        let addr = gateway.local_addr();
+        let port = free_port();
+        let driver =
+            Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts (apt-get install chromium-driver)");
+        let deadline = Instant::now() + patience();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
+            tokio::task::yield_now().await;
+        }
+        Self {
+            gateway: Some(gateway),
+            addr,
+            driver,
+            driver_url: format!("http://127.0.0.1:{port}"),
+            _data: data,
+            downloads: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The app's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// A new headless Chromium window (its own profile, so its own session
+    /// storage) with the app open.
+    pub async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,900"
+                ],
+                "prefs": {
+                    "download.default_directory": self.downloads.path().to_string_lossy(),
+                    "download.prompt_for_download": false
+                }
+            }),
+        );
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.driver_url)
+            .await
+            .expect("a browser session");
+        client.goto(&self.url()).await.expect("the app loads");
+        client
+    }
+
+    /// Stops the gateway and the driver.
+    pub async fn stop(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
+
+/// Waits for an element matching a CSS selector.
+pub async fn wait_for(c: &Client, css: &str) -> Element {
+    match c
+        .wait()
+        .at_most(patience())
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            screenshot(c, "failure").await;
+            panic!("{css} did not appear: {e}");
+        }
+    }
+}
+
+/// Waits for an element matching an XPath expression.
+pub async fn wait_for_xpath(c: &Client, xpath: &str) -> Element {
+    match c
+        .wait()
+        .at_most(patience())
+        .for_element(Locator::XPath(xpath))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            screenshot(c, "failure").await;
+            panic!("{xpath} did not appear: {e}");
+        }
+    }
+}
+
+/// Waits for a message with exactly this text in the open conversation.
+pub async fn wait_for_message(c: &Client, text: &str) -> Element {
+    wait_for_xpath(
+        c,
+        &format!("//li[@data-testid='message'][p[normalize-space()='{text}']]"),
+    )
+    .await
+}
+
+/// Signs in and waits until the app says it is connected.
+pub async fn sign_in(c: &Client, name: &str) {
+    wait_for(c, "[data-testid=name-input]")
+        .await
+        .send_keys(name)
+        .await
+        .expect("typing the name");
+    wait_for(c, "[data-testid=sign-in]")
+        .await
+        .click()
+        .await
+        .expect("clicking sign in");
+    wait_for(c, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(c, "[data-testid=me]").await;
+}
+
+/// Types a message in the composer and presses Enter.
+pub async fn send(c: &Client, text: &str) {
+    let composer = wait_for(c, "[data-testid=composer]").await;
+    composer
+        .send_keys(&format!("{text}\u{E007}"))
+        .await
+        .expect("typing a message");
+}
+
+/// Saves what the browser shows under `target/e2e/NAME.png`.
+pub async fn screenshot(c: &Client, name: &str) {
+    let dir = root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(png) = c.screenshot().await {
+        let _ = std::fs::write(dir.join(format!("{name}.png")), png);
+    }
+}
