@@ -19,6 +19,11 @@ mod connection;
 mod format;
 mod state;
 
+// The unit tests run natively and, with `--target wasm32-unknown-unknown`,
+// in headless Chromium.
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 fn main() {
     console_error_panic_hook::set_once();
     yew::Renderer::<app::App>::new().render();
