@@ -673,3 +673,41 @@ mod simulated_server {
         }
     }
 }
+
+#[test]
+fn a_shell_can_acknowledge_incoming_messages_itself() {
+    let mut c = Client::new(ClientConfig {
+        acknowledge_incoming: false,
+        ..config()
+    });
+    c.sign_in("alice").unwrap();
+    c.connected(secs(0));
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::IncomingMessage {
+            from: 3,
+            message: 8,
+            body: Bytes::new(),
+        }],
+    );
+    assert!(sent(&mut c).is_empty(), "nothing acknowledged yet");
+    assert!(matches!(
+        events(&mut c)[..],
+        [_, Event::Incoming { message: 8, .. }]
+    ));
+    c.acknowledge(8);
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::IncomingMessageAck { message: 8 }]
+    );
+}

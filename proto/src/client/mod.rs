@@ -43,6 +43,11 @@ pub struct ClientConfig {
     pub first_message_number: u64,
     /// How many incoming delivery numbers are remembered to drop redeliveries.
     pub remembered_incoming: usize,
+    /// Acknowledge incoming messages as soon as they are decoded. Shells
+    /// that must show or store a message first turn this off and call
+    /// [`Client::acknowledge`]; a message never acknowledged stays queued
+    /// on the server for the user's next session.
+    pub acknowledge_incoming: bool,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +57,7 @@ impl Default for ClientConfig {
             window: 64,
             first_message_number: 1,
             remembered_incoming: 4096,
+            acknowledge_incoming: true,
         }
     }
 }
@@ -339,6 +345,14 @@ impl Client {
         id
     }
 
+    /// Acknowledges an incoming message (see
+    /// [`ClientConfig::acknowledge_incoming`]).
+    pub fn acknowledge(&mut self, message: u64) {
+        if self.phase == Phase::SignedIn {
+            self.send(Packet::IncomingMessageAck { message });
+        }
+    }
+
     /// Forgets a transfer. The protocol has no cancel packet: the server
     /// drops the transaction when the session ends.
     pub fn cancel(&mut self, transfer: TransferId) -> bool {
@@ -536,7 +550,9 @@ impl Client {
                 message,
                 body,
             } => {
-                self.send(IncomingMessageAck { message });
+                if self.config.acknowledge_incoming {
+                    self.send(IncomingMessageAck { message });
+                }
                 if self.remember_incoming(message) {
                     self.events.push_back(Event::Incoming {
                         from,

@@ -1,0 +1,161 @@
+//! `chat`: a command-line client for scripts and bots, and a load
+//! generator. It speaks the protocol through the `proto` client core, over
+//! TCP or through the gateway's WebSocket.
+//!
+//! # Layout
+//! - `transport`: TCP or WebSocket, the same byte stream either way.
+//! - `session`: the tokio shell around `proto::Client`.
+//! - `commands/`: one file per subcommand.
+//! - `bench/`: the load scenarios and their figures.
+#![forbid(unsafe_code)]
+// A binary crate: `pub` items are visible to the crate only, as intended.
+#![allow(unreachable_pub)]
+
+mod bench;
+mod commands;
+mod session;
+mod transport;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use session::Session;
+use transport::Target;
+
+/// A command-line chat client.
+#[derive(Debug, Parser)]
+#[command(name = "chat", version)]
+struct Cli {
+    /// The chat server, HOST:PORT.
+    #[arg(
+        long,
+        env = "CHAT_SERVER",
+        default_value = "127.0.0.1:7878",
+        global = true
+    )]
+    server: String,
+    /// Reach the server through a gateway instead, e.g. ws://127.0.0.1:8080/ws.
+    #[arg(long, env = "CHAT_WS", global = true)]
+    ws: Option<String>,
+    /// The name to sign in with.
+    #[arg(long, env = "CHAT_NAME", global = true)]
+    name: Option<String>,
+    /// Seconds to wait for an answer from the server.
+    #[arg(long, default_value_t = 30.0, global = true)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the users online now.
+    Users,
+    /// Send a direct message to USER (a user number, or the name of an online user).
+    Send {
+        /// Recipient.
+        user: String,
+        /// The message.
+        text: String,
+    },
+    /// Send a message to everyone online.
+    Broadcast {
+        /// The message.
+        text: String,
+    },
+    /// Print incoming messages as they arrive, acknowledging each.
+    Listen {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// List the shared files.
+    Files,
+    /// Upload a file.
+    Upload {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Download a file by number.
+    Download {
+        /// The file number.
+        file: u64,
+        /// Where to save it (default: its name, in the current directory).
+        path: Option<PathBuf>,
+    },
+    /// Run a load scenario and print its figures.
+    Bench {
+        /// The server's PID, for its memory and CPU figures.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
+}
+
+async fn run(cli: Cli) -> Result<(), session::SessionError> {
+    let target = match cli.ws {
+        Some(url) => Target::Ws(url),
+        None => Target::Tcp(cli.server),
+    };
+    let patience = Duration::from_secs_f64(cli.timeout.max(0.1));
+    if let Command::Bench {
+        server_pid,
+        scenario,
+    } = cli.command
+    {
+        let prefix = format!("bench{}", std::process::id());
+        return bench::run(
+            bench::Bench {
+                target,
+                server_pid,
+                patience,
+                prefix,
+            },
+            scenario,
+        )
+        .await;
+    }
+    let Some(name) = cli.name else {
+        return Err(session::SessionError::Server {
+            code: proto::ErrorCode::InvalidName,
+            text: "give a name with --name (or CHAT_NAME)".into(),
+        });
+    };
+    // Only `listen` acknowledges: other commands leave incoming messages
+    // queued for the user's next listening session.
+    let mut s = Session::open(&target, &name, Session::config(256, false), patience).await?;
+    match cli.command {
+        Command::Users => commands::users::run(&mut s).await?,
+        Command::Send { user, text } => commands::send::direct(&mut s, &user, &text).await?,
+        Command::Broadcast { text } => commands::send::broadcast(&mut s, &text).await?,
+        Command::Listen { json, count } => commands::listen::run(&mut s, json, count).await?,
+        Command::Files => commands::files::run(&mut s).await?,
+        Command::Upload { path } => {
+            commands::upload::run(&mut s, &path).await?;
+        }
+        Command::Download { file, path } => {
+            commands::download::run(&mut s, file, path.as_deref()).await?;
+        }
+        Command::Bench { .. } => {}
+    }
+    s.flush().await
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The two ways to reach the server: TCP directly, or a WebSocket through
+//! the gateway. Both carry the same byte stream.
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `HOST:PORT` of the chat server.
+    Tcp(String),
+    /// `ws://HOST:PORT/ws` of a gateway.
+    Ws(String),
+}
+
+/// An open connection.
+pub enum Transport {
+    /// Plain TCP.
+    Tcp(TcpStream, Vec<u8>),
+    /// A WebSocket.
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+}
+
+impl Transport {
+    /// Connects.
+    pub async fn connect(target: &Target) -> io::Result<Self> {
+        match target {
+            Target::Tcp(addr) => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(Transport::Tcp(s, vec![0; 64 * 1024]))
+            }
+            Target::Ws(url) => {
+                let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                    .await
+                    .map_err(|e| io::Error::other(format!("{url}: {e}")))?;
+                Ok(Transport::Ws(Box::new(ws)))
+            }
+        }
+    }
+
+    /// Sends bytes.
+    pub async fn send(&mut self, bytes: Bytes) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s, _) => s.write_all(&bytes).await,
+            Transport::Ws(ws) => ws
+                .send(Message::Binary(bytes))
+                .await
+                .map_err(io::Error::other),
+        }
+    }
+
+    /// Receives the next bytes; `None` when the peer closed.
+    pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        match self {
+            Transport::Tcp(s, buf) => {
+                let n = s.read(buf).await?;
+                Ok((n > 0).then(|| Bytes::copy_from_slice(&buf[..n])))
+            }
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                    Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
+                    Some(Ok(Message::Close(frame))) => {
+                        let why = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("gateway closed: {why}"),
+                        ));
+                    }
+                    Some(Ok(_)) => continue,
+                }
+            },
+        }
+    }
+}
