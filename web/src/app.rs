@@ -71,6 +71,10 @@ pub fn App() -> Html {
         let conn = conn.clone();
         Callback::from(move |_| Connection::sign_out(&conn))
     };
+    let on_reconnect = {
+        let conn = conn.clone();
+        Callback::from(move |_| Connection::reconnect(&conn))
+    };
     let on_open = {
         let dispatcher = state.dispatcher();
         Callback::from(move |peer: Peer| dispatcher.dispatch(Action::Open(peer)))
@@ -132,7 +136,7 @@ pub fn App() -> Html {
     });
     html! {
         <div class="app" {ondragover} {ondrop}>
-            <Header state={state.clone()} on_sign_out={on_sign_out} />
+            <Header state={state.clone()} {on_sign_out} {on_reconnect} />
             { for notice }
             if signed_in {
                 <div class="layout">

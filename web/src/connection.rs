@@ -24,6 +24,9 @@ const WINDOW: u32 = 256;
 /// Reconnection back-off bounds, in milliseconds.
 const FIRST_RETRY_MS: u32 = 500;
 const MAX_RETRY_MS: u32 = 15_000;
+/// At most one progress update per transfer this often, so a fast
+/// transfer does not re-render the page for every WebSocket message.
+const PROGRESS_EVERY_MS: f64 = 100.0;
 
 /// Keys in `sessionStorage`, so a reload resumes the same session.
 pub const NAME_KEY: &str = "chat.name";
@@ -63,6 +66,8 @@ pub struct Connection {
     names_asked: HashSet<u64>,
     files_asked: HashSet<u64>,
     downloads: HashMap<TransferId, Download>,
+    /// When each transfer's progress was last shown (page clock, ms).
+    progress_shown: HashMap<TransferId, f64>,
 }
 
 impl Connection {
@@ -89,6 +94,7 @@ impl Connection {
             names_asked: HashSet::new(),
             files_asked: HashSet::new(),
             downloads: HashMap::new(),
+            progress_shown: HashMap::new(),
         }));
         shared.borrow_mut().this = Rc::downgrade(&shared);
         let stored_name = browser::session_get(NAME_KEY);
@@ -197,6 +203,7 @@ impl Connection {
         let cancelled = {
             let mut c = this.borrow_mut();
             c.downloads.remove(&id);
+            c.progress_shown.remove(&id);
             c.core.cancel(id)
         };
         if cancelled {
@@ -219,6 +226,18 @@ impl Connection {
             let _ = c.core.request_files();
         }
         Self::pump(this);
+    }
+
+    /// Connects again after the connection was given up (the session moved
+    /// to another tab, or the user wants to retry now rather than wait).
+    pub fn reconnect(this: &Shared) {
+        let mut c = this.borrow_mut();
+        c.wanted = true;
+        c.retry = None;
+        c.retry_ms = FIRST_RETRY_MS;
+        if c.ws.is_none() {
+            c.open_socket();
+        }
     }
 
     /// Signs out: forgets the session and closes the connection.
@@ -422,6 +441,9 @@ impl Connection {
                 browser::session_set(SESSION_KEY, &session.to_string());
                 self.retry_ms = FIRST_RETRY_MS;
                 let name = self.core.name().unwrap_or_default().to_owned();
+                // Answers lost with the last connection are asked again.
+                self.names_asked.clear();
+                self.files_asked.clear();
                 self.names_asked.insert(user);
                 out.push(Action::SignedIn { user, name });
                 let _ = self.core.request_users();
@@ -444,7 +466,16 @@ impl Connection {
                         "This chat was opened in another tab or window.".into(),
                     )));
                 } else if code != ErrorCode::BadSession {
-                    out.push(Action::Notice(Some(text)));
+                    out.push(Action::Notice(Some(text.clone())));
+                }
+                // The core asks the shell to close; the server closes too,
+                // but a half-open socket must not keep us waiting.
+                self.close_socket(1000, "disconnected by the server");
+                self.wake = None;
+                if self.wanted {
+                    self.schedule_retry(format!("{code}: {text}"));
+                } else {
+                    out.push(Action::Link(Link::Offline));
                 }
             }
             Event::Users(users) => {
@@ -501,12 +532,20 @@ impl Connection {
                     }
                 }
             }
-            Event::TransferProgress { transfer, done, .. } => out.push(Action::Progress {
-                id: transfer,
-                done,
-                now_ms: browser::now_ms(),
-            }),
+            Event::TransferProgress { transfer, done, .. } => {
+                let now_ms = browser::now_ms();
+                let last = self.progress_shown.get(&transfer).copied();
+                if last.is_none_or(|t| now_ms - t >= PROGRESS_EVERY_MS) {
+                    self.progress_shown.insert(transfer, now_ms);
+                    out.push(Action::Progress {
+                        id: transfer,
+                        done,
+                        now_ms,
+                    });
+                }
+            }
             Event::TransferComplete { transfer, .. } => {
+                self.progress_shown.remove(&transfer);
                 match self.downloads.remove(&transfer) {
                     Some(d) => browser::save_file(&d.name, &d.bytes),
                     None => {
@@ -524,6 +563,7 @@ impl Connection {
                 text,
             } => {
                 self.downloads.remove(&transfer);
+                self.progress_shown.remove(&transfer);
                 out.push(Action::TransferEnded {
                     id: transfer,
                     error: Some(format!("{code}: {text}")),

@@ -56,7 +56,7 @@ pub fn Conversation(props: &Props) -> Html {
                     html! {
                         <>
                             <span class="why">{ reason.clone() }</span>
-                            <button type="button" class="link" data-testid="retry"
+                            <button type="button" class="link" data-testid="retry" aria-label="Retry sending"
                                 onclick={move |_| on_retry.emit((peer, number, text.clone()))}>{ "Retry" }</button>
                         </>
                     }
@@ -121,7 +121,7 @@ pub fn Conversation(props: &Props) -> Html {
             <form class="composer" {onsubmit}>
                 <textarea data-testid="composer" rows="2" aria-label={placeholder.clone()} placeholder={placeholder}
                     value={(*draft).clone()} {oninput} {onkeydown} />
-                <button type="submit" data-testid="send">{ "Send" }</button>
+                <button type="submit" data-testid="send" aria-label="Send message">{ "Send" }</button>
             </form>
         </main>
     }

@@ -54,7 +54,11 @@ pub fn FilesPanel(props: &Props) -> Html {
                 let on_cancel = props.on_cancel.clone();
                 (
                     format!("{} · {}", format::size(t.done), format::speed(t.done, elapsed)),
-                    html! { <button type="button" class="link" data-testid="cancel" onclick={move |_| on_cancel.emit(id)}>{ "Cancel" }</button> },
+                    html! {
+                        <button type="button" class="link" data-testid="cancel"
+                            aria-label={format!("Cancel {}", t.name)}
+                            onclick={move |_| on_cancel.emit(id)}>{ "Cancel" }</button>
+                    },
                 )
             }
             other => {
@@ -66,7 +70,11 @@ pub fn FilesPanel(props: &Props) -> Html {
                 };
                 (
                     text,
-                    html! { <button type="button" class="link" aria-label="Remove from list" onclick={move |_| on_dismiss.emit(id)}>{ "×" }</button> },
+                    html! {
+                        <button type="button" class="link" data-testid="dismiss"
+                            aria-label={format!("Remove {} from the list", t.name)}
+                            onclick={move |_| on_dismiss.emit(id)}>{ "×" }</button>
+                    },
                 )
             }
         };
@@ -78,7 +86,8 @@ pub fn FilesPanel(props: &Props) -> Html {
         html! {
             <li class="transfer" data-testid="transfer" data-state={state_attr} data-name={t.name.clone()}>
                 <span class="name">{ if t.upload { "↑ " } else { "↓ " } }{ t.name.clone() }</span>
-                <progress max="100" value={percent.to_string()} aria-label={format!("{} {percent}%", t.name)}></progress>
+                <progress data-testid="progress" max="100" value={percent.to_string()}
+                    aria-label={format!("{} {percent}%", t.name)}></progress>
                 <span class="status">{ status }</span>
                 { action }
             </li>
@@ -89,7 +98,7 @@ pub fn FilesPanel(props: &Props) -> Html {
             <h2 id="files-title">{ "Files" }</h2>
             <label class="upload">
                 <span>{ "Upload files (or drop them anywhere)" }</span>
-                <input type="file" multiple=true data-testid="upload-input" {onchange} />
+                <input type="file" multiple=true data-testid="upload-input" aria-label="Upload files" {onchange} />
             </label>
             <ul class="transfers" aria-label="Transfers">{ for transfers }</ul>
             <ul class="files" aria-label="Shared files">{ for files }</ul>

@@ -11,6 +11,9 @@ pub struct Props {
     pub state: UseReducerHandle<State>,
     /// Signs out.
     pub on_sign_out: Callback<()>,
+    /// Connects again after the connection was given up (for example when
+    /// another tab took the session over).
+    pub on_reconnect: Callback<()>,
 }
 
 /// The header with the always-visible connection state.
@@ -31,12 +34,19 @@ pub fn Header(props: &Props) -> Html {
             ),
         ),
     };
+    let offline = props.state.link == Link::Offline;
     let me = props.state.me.as_ref().map(|(_, name)| {
         let on_sign_out = props.on_sign_out.clone();
+        let on_reconnect = props.on_reconnect.clone();
         html! {
             <span class="me">
+                if offline {
+                    <button type="button" class="link" data-testid="reconnect" aria-label="Reconnect"
+                        onclick={move |_| on_reconnect.emit(())}>{ "Reconnect" }</button>
+                }
                 <span data-testid="me">{ name.clone() }</span>
-                <button type="button" class="link" onclick={move |_| on_sign_out.emit(())}>{ "Sign out" }</button>
+                <button type="button" class="link" data-testid="sign-out" aria-label="Sign out"
+                    onclick={move |_| on_sign_out.emit(())}>{ "Sign out" }</button>
             </span>
         }
     });

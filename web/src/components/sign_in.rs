@@ -44,7 +44,7 @@ pub fn SignIn(props: &Props) -> Html {
                     aria-invalid={props.error.is_some().to_string()}
                     aria-describedby="sign-in-error" />
                 { for error }
-                <button type="submit" data-testid="sign-in" disabled={props.busy}>
+                <button type="submit" data-testid="sign-in" aria-label="Sign in" disabled={props.busy}>
                     { if props.busy { "Connecting…" } else { "Sign in" } }
                 </button>
             </form>
