@@ -165,7 +165,7 @@ fn upload_callback(conn: Rc<connection::Shared>) -> Callback<Vec<web_sys::File>>
             wasm_bindgen_futures::spawn_local(async move {
                 match browser::read_file(&file).await {
                     Ok(bytes) => Connection::upload(&conn, &file.name(), bytes),
-                    Err(e) => web_sys::console::error_1(&e.into()),
+                    Err(e) => Connection::notice(&conn, e),
                 }
             });
         }

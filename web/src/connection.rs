@@ -228,6 +228,12 @@ impl Connection {
         Self::pump(this);
     }
 
+    /// Shows a message in the page's notice bar.
+    pub fn notice(this: &Shared, text: String) {
+        let dispatch = this.borrow().dispatch.clone();
+        dispatch.emit(Action::Notice(Some(text)));
+    }
+
     /// Connects again after the connection was given up (the session moved
     /// to another tab, or the user wants to retry now rather than wait).
     pub fn reconnect(this: &Shared) {
