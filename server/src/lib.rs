@@ -11,6 +11,7 @@
 //! - [`store`]: durable state behind a narrow interface; SQLite with group commit.
 //! - `blobs`: file bodies on disk, named by file number only.
 //! - `rate`: the per-session message rate limit.
+//! - [`signal`]: logging setup and the shutdown signal, for the binaries.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -26,6 +27,7 @@ mod hub;
 mod outbox;
 mod rate;
 pub mod server;
+pub mod signal;
 pub mod store;
 
 pub use config::Config;

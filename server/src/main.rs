@@ -1,7 +1,6 @@
 //! `chat-server`: runs the chat server until SIGINT or SIGTERM.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// The chat server: sessions, direct messages, broadcasts and shared files
 /// over TCP, stored in SQLite under the data directory.
@@ -18,11 +17,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    server::signal::init_logging();
     let cli = Cli::parse();
     let mut config = cli.config;
     config.listen = cli.listen;
@@ -30,31 +25,9 @@ async fn main() -> anyhow::Result<()> {
     println!("chat-server listening on {}", running.local_addr());
     let token = running.shutdown_token();
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("signal received"),
+        _ = server::signal::shutdown_signal() => tracing::info!("signal received"),
         _ = token.cancelled() => {}
     }
     running.shutdown().await;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
