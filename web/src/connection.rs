@@ -211,6 +211,7 @@ impl Connection {
             dispatch.emit(Action::TransferEnded {
                 id,
                 error: Some("cancelled".into()),
+                now_ms: browser::now_ms(),
             });
         }
     }
@@ -561,6 +562,7 @@ impl Connection {
                 out.push(Action::TransferEnded {
                     id: transfer,
                     error: None,
+                    now_ms: browser::now_ms(),
                 });
             }
             Event::TransferFailed {
@@ -573,6 +575,7 @@ impl Connection {
                 out.push(Action::TransferEnded {
                     id: transfer,
                     error: Some(format!("{code}: {text}")),
+                    now_ms: browser::now_ms(),
                 });
             }
             Event::ServerError { text, .. } => out.push(Action::Notice(Some(text))),

@@ -233,6 +233,9 @@ pub enum Action {
         id: u64,
         /// `None` when it finished, else why it stopped.
         error: Option<String>,
+        /// The page clock: progress is shown at most every 100 ms, so the
+        /// end time makes the final speed right.
+        now_ms: f64,
     },
     /// Remove a finished transfer from the list.
     DismissTransfer(u64),
@@ -373,11 +376,12 @@ impl State {
                     t.updated_ms = now_ms;
                 }
             }
-            Action::TransferEnded { id, error } => {
+            Action::TransferEnded { id, error, now_ms } => {
                 if let Some(t) = self.transfers.get_mut(&id) {
                     t.status = match error {
                         None => {
                             t.done = t.total;
+                            t.updated_ms = now_ms;
                             TransferStatus::Done
                         }
                         Some(e) => TransferStatus::Stopped(e),
@@ -562,11 +566,44 @@ mod tests {
             now_ms: 10.0,
         });
         assert_eq!(s.transfers[&1].done, 512);
-        s.apply(Action::TransferEnded { id: 1, error: None });
+        s.apply(Action::TransferEnded {
+            id: 1,
+            error: None,
+            now_ms: 40.0,
+        });
         assert_eq!(s.transfers[&1].status, TransferStatus::Done);
         assert_eq!(s.transfers[&1].done, 1000);
+        assert_eq!(
+            s.transfers[&1].updated_ms, 40.0,
+            "the speed covers the whole transfer"
+        );
         s.apply(Action::DismissTransfer(1));
         assert!(s.transfers.is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_transfer_keeps_its_progress_and_says_why() {
+        let mut s = signed_in();
+        s.apply(Action::TransferStarted {
+            id: 2,
+            name: "b".into(),
+            upload: false,
+            total: 1000,
+            now_ms: 0.0,
+        });
+        s.apply(Action::Progress {
+            id: 2,
+            done: 256,
+            now_ms: 5.0,
+        });
+        s.apply(Action::TransferEnded {
+            id: 2,
+            error: Some("cancelled".into()),
+            now_ms: 9.0,
+        });
+        let t = &s.transfers[&2];
+        assert_eq!(t.status, TransferStatus::Stopped("cancelled".into()));
+        assert_eq!(t.done, 256);
     }
 
     #[test]
