@@ -43,6 +43,8 @@ fn free_port() -> u16 {
 /// A running chat system, a chromedriver, and where screenshots go.
 pub struct Chat {
     gateway: Option<RunningGateway>,
+    server: Option<server::RunningServer>,
+    dist: PathBuf,
     /// The gateway's address.
     pub addr: SocketAddr,
     driver: Child,
@@ -62,9 +64,12 @@ impl Chat {
             dist.display()
         );
         let data = tempfile::tempdir().expect("temp dir");
-        let mut config = GatewayConfig::for_tests(data.path(), &dist);
-        config.chat.sync = "normal".into();
-        let gateway = gateway::start(config).await.expect("gateway starts");
+        // The server runs on its own so the gateway can be restarted under
+        // the browsers, as a network drop would look to them.
+        let mut chat = server::Config::for_data_dir(data.path());
+        chat.sync = "normal".into();
+        let server = server::start(chat).await.expect("server starts");
+        let gateway = start_gateway(&dist, &server.local_addr().to_string(), "127.0.0.1:0").await;
         let addr = gateway.local_addr();
         let port = free_port();
         let driver =
@@ -87,6 +92,8 @@ impl Chat {
         }
         Self {
             gateway: Some(gateway),
+            server: Some(server),
+            dist,
             addr,
             driver,
             driver_url: format!("http://127.0.0.1:{port}"),
@@ -128,14 +135,38 @@ impl Chat {
         client
     }
 
-    /// Stops the gateway and the driver.
+    /// Stops the gateway (every tunnel closes) and starts a new one on
+    /// the same address, in front of the same server.
+    pub async fn restart_gateway(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        let server = self
+            .server
+            .as_ref()
+            .map(|s| s.local_addr().to_string())
+            .unwrap_or_default();
+        self.gateway = Some(start_gateway(&self.dist, &server, &self.addr.to_string()).await);
+    }
+
+    /// Stops the gateway, the server and the driver.
     pub async fn stop(mut self) {
         if let Some(g) = self.gateway.take() {
             g.shutdown().await;
         }
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+async fn start_gateway(dist: &Path, server: &str, listen: &str) -> RunningGateway {
+    let mut config = GatewayConfig::for_tests(std::env::temp_dir(), dist);
+    config.server = Some(server.to_owned());
+    config.listen = listen.parse().expect("an address");
+    gateway::start(config).await.expect("gateway starts")
 }
 
 impl Drop for Chat {

@@ -203,3 +203,43 @@ async fn a_reload_keeps_the_session_and_the_unread_messages() {
     bob.close().await.unwrap();
     chat.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_dropped_connection_reconnects_resumes_and_delivers_what_was_missed() {
+    let mut chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    let session = bob
+        .execute("return sessionStorage.getItem('chat.session')", vec![])
+        .await
+        .unwrap();
+    wait_for(&alice, "[data-testid=user][data-user-name=bob]")
+        .await
+        .click()
+        .await
+        .unwrap();
+
+    // Every tunnel drops; the gateway comes back on the same address.
+    chat.restart_gateway().await;
+    wait_for(&bob, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(&alice, "[data-testid=connection-state][data-state=online]").await;
+    send(&alice, "sent after the drop").await;
+    wait_for(&bob, "[data-testid=conversation][data-title=alice]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for_message(&bob, "sent after the drop").await;
+    let after = bob
+        .execute("return sessionStorage.getItem('chat.session')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(session, after, "the session was resumed, not replaced");
+    screenshot(&bob, "after-reconnect").await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
