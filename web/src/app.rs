@@ -21,6 +21,7 @@ fn initial_state() -> State {
         .unwrap_or_default();
     if browser::session_get(connection::NAME_KEY).is_some() {
         state.link = Link::Connecting;
+        state.after_reload();
     } else {
         state = State::default();
     }

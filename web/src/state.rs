@@ -395,6 +395,24 @@ impl State {
         }
     }
 
+    /// Restored from storage after a reload: the new page's core does not
+    /// hold the messages the old page was still sending, so they cannot be
+    /// confirmed any more. They are shown as failed, with a retry action.
+    pub fn after_reload(&mut self) {
+        for m in self
+            .conversations
+            .values_mut()
+            .flat_map(|c| c.messages.iter_mut())
+        {
+            if let Some((n, Delivery::Sending)) = m.own {
+                m.own = Some((
+                    n,
+                    Delivery::Failed("not confirmed before the page was reloaded".into()),
+                ));
+            }
+        }
+    }
+
     /// Unread messages over every conversation but the open one.
     pub fn total_unread(&self) -> u32 {
         self.conversations.values().map(|c| c.unread).sum()
@@ -528,6 +546,26 @@ mod tests {
         assert_eq!(s.total_unread(), 0);
         s.apply(incoming(2, 7, false));
         assert_eq!(s.conversations[&Peer::User(2)].unread, 0);
+    }
+
+    #[test]
+    fn messages_still_sending_at_a_reload_are_offered_for_retry() {
+        let mut s = signed_in();
+        for n in [1, 2] {
+            s.apply(Action::Sending {
+                peer: Peer::Everyone,
+                number: n,
+                text: "hi".into(),
+            });
+        }
+        s.apply(Action::Sent(1));
+        s.after_reload();
+        let msgs = &s.conversations[&Peer::Everyone].messages;
+        assert_eq!(msgs[0].own.as_ref().map(|(_, d)| d.as_str()), Some("sent"));
+        assert_eq!(
+            msgs[1].own.as_ref().map(|(_, d)| d.as_str()),
+            Some("failed")
+        );
     }
 
     #[test]
