@@ -711,3 +711,48 @@ fn a_shell_can_acknowledge_incoming_messages_itself() {
         vec![Packet::IncomingMessageAck { message: 8 }]
     );
 }
+
+#[test]
+fn a_name_given_after_the_transport_is_up_signs_in_at_once() {
+    let mut c = Client::new(config());
+    c.connected(secs(0));
+    assert!(sent(&mut c).is_empty(), "no name yet");
+    c.sign_in("late").unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::SessionRequest {
+            name: "late".into()
+        }]
+    );
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    assert!(c.is_signed_in());
+    // A failed attempt can be retried with another name on the same transport.
+    let mut c = Client::new(config());
+    c.sign_in("taken").unwrap();
+    c.connected(secs(0));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::Error {
+            request_type: 1,
+            code: ErrorCode::NameInUse,
+            subject: 0,
+            text: "x".into(),
+        }],
+    );
+    c.sign_in("free").unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::SessionRequest {
+            name: "free".into()
+        }]
+    );
+}

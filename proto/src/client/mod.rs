@@ -103,6 +103,9 @@ enum Phase {
 pub struct Client {
     config: ClientConfig,
     phase: Phase,
+    /// Whether the shell has a transport up (between `connected` and
+    /// `disconnected`), whatever the phase.
+    transport_up: bool,
     name: Option<String>,
     user: Option<u64>,
     session: Option<u64>,
@@ -129,6 +132,7 @@ impl Client {
             next_message: config.first_message_number,
             config,
             phase: Phase::Offline,
+            transport_up: false,
             name: None,
             user: None,
             session: None,
@@ -189,7 +193,9 @@ impl Client {
     pub fn sign_in(&mut self, name: &str) -> Result<(), ClientError> {
         validate_user_name(name)?;
         self.name = Some(name.to_owned());
-        if self.phase == Phase::Offline || self.session.is_some() {
+        // Sign in now only on an idle transport; otherwise `connected`
+        // (or the answer to a resume) does it.
+        if !self.transport_up || self.phase != Phase::Offline || self.session.is_some() {
             return Ok(());
         }
         self.phase = Phase::Opening { resuming: false };
@@ -211,6 +217,7 @@ impl Client {
         self.decoder = Decoder::new();
         self.out.clear();
         self.phase = Phase::Offline;
+        self.transport_up = true;
         if let Some(session) = self.session {
             self.phase = Phase::Opening { resuming: true };
             self.send(Packet::SessionPreserve { session });
@@ -224,6 +231,7 @@ impl Client {
     /// transfers are kept and resumed on the next transport.
     pub fn disconnected(&mut self) {
         self.phase = Phase::Offline;
+        self.transport_up = false;
         self.out.clear();
         self.uploads_opening.clear();
         for t in self.transfers.values_mut() {
@@ -676,10 +684,15 @@ impl Client {
                         self.phase = Phase::Opening { resuming: false };
                         self.send(Packet::SessionRequest { name });
                     }
-                    None => self.events.push_back(Event::SignInFailed { code, text }),
+                    None => {
+                        self.phase = Phase::Offline;
+                        self.events.push_back(Event::SignInFailed { code, text });
+                    }
                 }
             }
             (kind::SESSION_REQUEST, Phase::Opening { .. }) => {
+                // The transport stays usable: a later sign_in tries again.
+                self.phase = Phase::Offline;
                 self.events.push_back(Event::SignInFailed { code, text });
             }
             (kind::MESSAGE_REQUEST | kind::BROADCAST_REQUEST, _)
