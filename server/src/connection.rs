@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::context::Context;
 use crate::handlers;
 use crate::hub::Session;
-use crate::outbox::{Frame, Outbox, OutboxReceiver};
+use crate::outbox::{Outbox, OutboxReceiver};
 
 /// Bytes read from the socket at a time, at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -176,36 +176,14 @@ fn detach(conn: &Connection) {
 
 /// Writes queued bytes, coalescing whatever is queued into one write. The
 /// coalescing buffer lives only while there is something to write.
-async fn write_loop(mut writer: OwnedWriteHalf, mut receiver: OutboxReceiver) {
-    while let Some(frame) = receiver.rx.recv().await {
-        let mut batch: Vec<u8> = Vec::new();
-        let mut end = false;
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
-            match frame {
-                Frame::Data(bytes) => {
-                    if batch.is_empty() && bytes.len() >= MAX_BATCH {
-                        batch = bytes.to_vec();
-                    } else {
-                        batch.extend_from_slice(&bytes);
-                    }
-                    receiver.written(bytes.len());
-                }
-                Frame::End => {
-                    end = true;
-                    break;
-                }
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-            next = receiver.rx.try_recv().ok();
-        }
-        if !batch.is_empty() && writer.write_all(&batch).await.is_err() {
+async fn write_loop(mut writer: OwnedWriteHalf, receiver: OutboxReceiver) {
+    loop {
+        let mut batch = Vec::new();
+        if !receiver.next_batch(&mut batch, MAX_BATCH).await {
+            let _ = writer.shutdown().await;
             return;
         }
-        if end {
-            let _ = writer.shutdown().await;
+        if writer.write_all(&batch).await.is_err() {
             return;
         }
     }

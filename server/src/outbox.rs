@@ -5,57 +5,89 @@
 //! counted, and a connection whose client stops reading is closed once the
 //! count passes the limit, instead of letting memory grow.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use proto::{ErrorCode, Packet};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// What the writer task receives.
-#[derive(Debug)]
-pub(crate) enum Frame {
-    /// Bytes to write.
-    Data(Bytes),
-    /// Flush and stop.
-    End,
+/// The bytes waiting, and whether the connection has queued its last.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    ended: bool,
 }
 
 #[derive(Debug)]
 struct Shared {
+    // A plain deque rather than a channel: it allocates nothing while the
+    // connection is idle, which keeps an idle session small.
+    queue: Mutex<Queue>,
+    ready: Notify,
     queued: AtomicUsize,
     limit: usize,
     closing: CancellationToken,
     reason: Mutex<Option<(ErrorCode, String)>>,
 }
 
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A cloneable handle that queues bytes for one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Frame>,
     shared: Arc<Shared>,
 }
 
 /// The writer's end of an [`Outbox`].
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
-    pub(crate) rx: mpsc::UnboundedReceiver<Frame>,
     shared: Arc<Shared>,
 }
 
 impl OutboxReceiver {
-    /// The writer wrote `n` bytes: they no longer count against the limit.
-    pub(crate) fn written(&self, n: usize) {
-        self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+    /// Moves up to about `max` queued bytes into `batch`. Waits while
+    /// nothing is queued; returns false once the last bytes were taken.
+    pub(crate) async fn next_batch(&self, batch: &mut Vec<u8>, max: usize) -> bool {
+        loop {
+            {
+                let mut q = self.shared.queue();
+                if !q.frames.is_empty() {
+                    let mut taken = 0;
+                    while let Some(frame) = q.frames.pop_front() {
+                        batch.extend_from_slice(&frame);
+                        taken += frame.len();
+                        if batch.len() >= max {
+                            break;
+                        }
+                    }
+                    if q.frames.is_empty() && q.frames.capacity() > 16 {
+                        q.frames = VecDeque::new();
+                    }
+                    self.shared.queued.fetch_sub(taken, Ordering::Relaxed);
+                    return true;
+                }
+                if q.ended {
+                    return false;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
     }
 }
 
 impl Outbox {
     /// A new queue that holds at most `limit` unwritten bytes.
     pub(crate) fn new(limit: usize) -> (Self, OutboxReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
             closing: CancellationToken::new(),
@@ -63,11 +95,21 @@ impl Outbox {
         });
         (
             Self {
-                tx,
                 shared: shared.clone(),
             },
-            OutboxReceiver { rx, shared },
+            OutboxReceiver { shared },
         )
+    }
+
+    fn push(&self, bytes: Bytes) -> bool {
+        let mut q = self.shared.queue();
+        if q.ended {
+            return false;
+        }
+        q.frames.push_back(bytes);
+        drop(q);
+        self.shared.ready.notify_one();
+        true
     }
 
     /// Queues bytes. Returns false, and closes the connection, when the
@@ -89,7 +131,11 @@ impl Outbox {
             );
             return false;
         }
-        self.tx.send(Frame::Data(bytes)).is_ok()
+        if !self.push(bytes) {
+            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Encodes and queues a packet.
@@ -123,17 +169,18 @@ impl Outbox {
         self.shared.reason.lock().ok().and_then(|r| r.clone())
     }
 
-    /// Queues the last bytes, past the limit, and the end marker. Nothing
+    /// Queues the last bytes, past the limit, and ends the queue. Nothing
     /// queued after this is written.
     pub(crate) fn finish(&self, last: Option<&Packet>) {
         if let Some(p) = last {
             let mut buf = BytesMut::new();
             if p.encode(&mut buf).is_ok() {
                 self.shared.queued.fetch_add(buf.len(), Ordering::Relaxed);
-                let _ = self.tx.send(Frame::Data(buf.freeze()));
+                self.push(buf.freeze());
             }
         }
-        let _ = self.tx.send(Frame::End);
+        self.shared.queue().ended = true;
+        self.shared.ready.notify_one();
     }
 
     /// Whether two handles queue for the same connection.

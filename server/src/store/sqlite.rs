@@ -96,7 +96,13 @@ pub(super) fn open(path: &Path, full_sync: bool) -> Result<(Connection, Recovere
 }
 
 /// Serves requests until every [`super::Store`] handle is dropped.
+/// Recipients already seen in `users`. Users are never deleted, so a hit
+/// spares a direct message the lookup; the set is cleared when a batch
+/// fails to commit, since it may name a user created in that batch.
+type KnownUsers = std::collections::HashSet<u64>;
+
 pub(super) fn run(mut conn: Connection, rx: Receiver<Command>) {
+    let mut users = KnownUsers::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -105,7 +111,7 @@ pub(super) fn run(mut conn: Connection, rx: Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch);
+        commit_batch(&mut conn, &mut users, batch);
     }
     tracing::debug!("store closed");
 }
@@ -114,7 +120,7 @@ pub(super) fn run(mut conn: Connection, rx: Receiver<Command>) {
 /// before it is durable.
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Command>) {
+fn commit_batch(conn: &mut Connection, users: &mut KnownUsers, batch: Vec<Command>) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -128,11 +134,12 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Command>) {
     };
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     for command in batch {
-        replies.push(execute(&tx, command));
+        replies.push(execute(&tx, users, command));
     }
     match tx.commit() {
         Ok(()) => replies.into_iter().for_each(|r| r(Ok(()))),
         Err(e) => {
+            users.clear();
             let err = StoreError::Sqlite(e);
             tracing::error!(error = %err, "commit failed");
             replies.into_iter().for_each(|r| r(Err(&err)));
@@ -177,7 +184,7 @@ fn answer(command: Command, err: Result<(), &StoreError>) {
     }
 }
 
-fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Reply {
+fn execute(tx: &rusqlite::Transaction<'_>, users: &mut KnownUsers, command: Command) -> Reply {
     match command {
         Command::SignIn(name, r) => deferred(r, sign_in(tx, &name)),
         Command::NewSession(user, r) => deferred(r, new_session(tx, user)),
@@ -188,7 +195,7 @@ fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Reply {
             to,
             body,
             reply,
-        } => deferred(reply, store_direct(tx, from, number, to, &body)),
+        } => deferred(reply, store_direct(tx, users, from, number, to, &body)),
         Command::StoreBroadcast {
             from,
             number,
@@ -301,18 +308,22 @@ fn first_time(tx: &rusqlite::Transaction<'_>, from: u64, number: u64) -> Result<
 
 fn store_direct(
     tx: &rusqlite::Transaction<'_>,
+    users: &mut KnownUsers,
     from: u64,
     number: u64,
     to: u64,
     body: &[u8],
 ) -> Result<Stored, StoreError> {
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
-        .query_row([to as i64], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !exists {
-        return Ok(Stored::UnknownRecipient);
+    if !users.contains(&to) {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+            .query_row([to as i64], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Ok(Stored::UnknownRecipient);
+        }
+        users.insert(to);
     }
     if !first_time(tx, from, number)? {
         return Ok(Stored::Duplicate);
