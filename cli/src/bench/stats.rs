@@ -9,7 +9,7 @@ pub struct ProcessStats {
     pub rss_kib: u64,
     /// Peak resident memory, KiB.
     pub peak_rss_kib: u64,
-    /// User plus system CPU time, seconds.
+    /// User plus system CPU time, its own and its waited-for children's, seconds.
     pub cpu_seconds: f64,
 }
 
@@ -31,9 +31,11 @@ impl ProcessStats {
         let rest = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        // utime and stime are fields 14 and 15 of the whole line, in clock
-        // ticks of 1/100 s on Linux.
-        let cpu_seconds = (ticks(11)? + ticks(12)?) / 100.0;
+        // utime, stime, cutime and cstime are fields 14 to 17 of the whole
+        // line, in clock ticks of 1/100 s on Linux. The children's times
+        // count too: websockify, for one, serves each connection in a
+        // child process it waits for.
+        let cpu_seconds = (ticks(11)? + ticks(12)? + ticks(13)? + ticks(14)?) / 100.0;
         Some(Self {
             rss_kib: field("VmRSS:")?,
             peak_rss_kib: field("VmHWM:")?,
