@@ -102,26 +102,37 @@ async fn a_file_uploaded_by_one_person_is_downloaded_by_another_byte_for_byte() 
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.bin");
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 256) as u8).collect();
+    // 10 MiB: the transfers are pipelined, so this takes seconds, not minutes.
+    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i * 7 + i / 256) as u8)
+        .collect();
     std::fs::write(&path, &data).unwrap();
     let input = alice
         .find(Locator::Css("[data-testid=upload-input]"))
         .await
         .unwrap();
+    let started = Instant::now();
     input.send_keys(&path.to_string_lossy()).await.unwrap();
     wait_for(&alice, "[data-testid=transfer][data-state=done]").await;
+    eprintln!(
+        "10 MiB upload in the browser: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     screenshot(&alice, "upload-done").await;
 
     // Bob's file list refreshes by itself; he downloads the file.
-    wait_for(
+    let button = wait_for(
         &bob,
         "[data-testid=file][data-file-name='report.bin'] [data-testid=download]",
     )
-    .await
-    .click()
-    .await
-    .unwrap();
+    .await;
+    let started = Instant::now();
+    button.click().await.unwrap();
     wait_for(&bob, "[data-testid=transfer][data-state=done]").await;
+    eprintln!(
+        "10 MiB download in the browser: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     screenshot(&bob, "download-done").await;
     let saved = chat.downloads.path().join("report.bin");
     let deadline = Instant::now() + patience();
