@@ -756,3 +756,77 @@ fn a_name_given_after_the_transport_is_up_signs_in_at_once() {
         }]
     );
 }
+
+#[test]
+fn a_cancelled_upload_does_not_take_the_next_uploads_answer() {
+    let mut c = signed_in();
+    let first = c.upload("a", Bytes::from(vec![1; 10])).unwrap();
+    let second = c.upload("b", Bytes::from(vec![2; 10])).unwrap();
+    assert_eq!(sent(&mut c).len(), 2, "both FILE UPLOAD REQUESTs are out");
+    assert!(c.cancel(first));
+    // The server answers both requests, in order.
+    feed(
+        &mut c,
+        secs(1),
+        &[
+            Packet::FileUploadResponse {
+                file: 1,
+                transaction: 11,
+            },
+            Packet::FileUploadResponse {
+                file: 2,
+                transaction: 12,
+            },
+        ],
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::UploadChunkRequest {
+            transaction: 12,
+            chunk: 0,
+            data: Bytes::from(vec![2; 10])
+        }],
+        "the first answer belongs to the cancelled upload"
+    );
+    assert!(events(&mut c).contains(&Event::TransferStarted {
+        transfer: second,
+        file: 2,
+        size: 10
+    }));
+}
+
+#[test]
+fn a_cancelled_upload_does_not_take_the_next_uploads_error() {
+    let mut c = signed_in();
+    let first = c.upload("a", Bytes::from(vec![1; 10])).unwrap();
+    let second = c.upload("b", Bytes::from(vec![2; 10])).unwrap();
+    sent(&mut c);
+    events(&mut c);
+    assert!(c.cancel(first));
+    feed(
+        &mut c,
+        secs(1),
+        &[
+            Packet::Error {
+                request_type: 23,
+                code: ErrorCode::TooLarge,
+                subject: 0,
+                text: "quota".into(),
+            },
+            Packet::FileUploadResponse {
+                file: 2,
+                transaction: 12,
+            },
+        ],
+    );
+    let ev = events(&mut c);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::TransferFailed { .. })),
+        "the error was for the cancelled upload: {ev:?}"
+    );
+    assert!(ev.contains(&Event::TransferStarted {
+        transfer: second,
+        file: 2,
+        size: 10
+    }));
+}

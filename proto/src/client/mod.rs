@@ -364,7 +364,9 @@ impl Client {
     /// Forgets a transfer. The protocol has no cancel packet: the server
     /// drops the transaction when the session ends.
     pub fn cancel(&mut self, transfer: TransferId) -> bool {
-        self.uploads_opening.retain(|t| *t != transfer);
+        // An upload whose FILE UPLOAD REQUEST is on the wire keeps its place
+        // in `uploads_opening`: the server still answers it, and that answer
+        // must not be taken for the next upload's.
         self.transfers.remove(&transfer).is_some()
     }
 
@@ -495,8 +497,9 @@ impl Client {
     }
 
     fn fail_transfer(&mut self, id: TransferId, code: ErrorCode, text: String) {
+        // `uploads_opening` is left alone: an entry leaves it only when the
+        // server answers its request.
         self.transfers.remove(&id);
-        self.uploads_opening.retain(|t| *t != id);
         self.events.push_back(Event::TransferFailed {
             transfer: id,
             code,
@@ -599,6 +602,7 @@ impl Client {
             }
             FileUploadResponse { file, transaction } => {
                 let id = self.uploads_opening.pop_front()?;
+                // None when the upload was cancelled: the answer is dropped.
                 let t = self.transfers.get_mut(&id)?;
                 t.transaction = Some(transaction);
                 t.file = Some(file);
@@ -705,8 +709,12 @@ impl Client {
                 });
             }
             (kind::FILE_UPLOAD_REQUEST, _) if !self.uploads_opening.is_empty() => {
-                if let Some(id) = self.uploads_opening.pop_front() {
-                    self.fail_transfer(id, code, text);
+                match self.uploads_opening.pop_front() {
+                    Some(id) if self.transfers.contains_key(&id) => {
+                        self.fail_transfer(id, code, text)
+                    }
+                    // The upload was cancelled meanwhile.
+                    _ => {}
                 }
             }
             (kind::FILE_DATA_REQUEST | kind::FILE_DOWNLOAD_REQUEST, _) => {
