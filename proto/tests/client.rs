@@ -291,6 +291,11 @@ fn incoming_messages_are_acknowledged_every_time_and_reported_once() {
             body: Bytes::from_static(b"hey")
         }]
     );
+}
+
+#[test]
+fn bit_63_of_a_delivery_number_marks_a_broadcast() {
+    let mut c = signed_in();
     let broadcast = 55 | (1 << 63);
     feed(
         &mut c,
@@ -298,13 +303,38 @@ fn incoming_messages_are_acknowledged_every_time_and_reported_once() {
         &[Packet::IncomingMessage {
             from: 3,
             message: broadcast,
+            body: Bytes::from_static(b"all"),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Incoming {
+            from: 3,
+            message: broadcast,
+            broadcast: true,
+            body: Bytes::from_static(b"all")
+        }]
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::IncomingMessageAck { message: broadcast }],
+        "acknowledged with the number as delivered, bit 63 included"
+    );
+    // Direct delivery 55 is a different message from broadcast 55.
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::IncomingMessage {
+            from: 3,
+            message: 55,
             body: Bytes::new(),
         }],
     );
     assert!(matches!(
         events(&mut c)[..],
         [Event::Incoming {
-            broadcast: true,
+            message: 55,
+            broadcast: false,
             ..
         }]
     ));
@@ -637,6 +667,8 @@ mod simulated_server {
             let mut stored: Vec<Vec<u8>> = Vec::new();
             let mut by_transaction = std::collections::HashMap::new();
             let mut completed = Vec::new();
+            // Chunks sent and not yet acknowledged, per transaction.
+            let mut unanswered = std::collections::HashMap::<u64, u32>::new();
             for _round in 0..10_000 {
                 let out = sent(&mut c);
                 if out.is_empty() { break; }
@@ -653,9 +685,17 @@ mod simulated_server {
                             let file = by_transaction[&transaction] as usize;
                             let start = chunk as usize * 256;
                             stored[file][start..start + data.len()].copy_from_slice(&data);
+                            let n = unanswered.entry(transaction).or_default();
+                            *n += 1;
+                            prop_assert!(*n <= window, "{n} chunks in flight, window {window}");
                             replies.push(Packet::UploadChunkResponse { transaction, chunk });
                         }
                         other => prop_assert!(false, "unexpected {other:?}"),
+                    }
+                }
+                for r in &replies {
+                    if let Packet::UploadChunkResponse { transaction, .. } = r {
+                        *unanswered.get_mut(transaction).unwrap() -= 1;
                     }
                 }
                 feed(&mut c, secs(1), &replies);
@@ -829,4 +869,159 @@ fn a_cancelled_upload_does_not_take_the_next_uploads_error() {
         file: 2,
         size: 10
     }));
+}
+
+/// Signs in, starts a download of file 4 (`size` bytes) and answers its
+/// FILE DATA and FILE DOWNLOAD requests (transaction 6); returns the
+/// transfer and the chunk requests sent first.
+fn download_open(c: &mut Client, size: u32) -> (proto::TransferId, Vec<Packet>) {
+    let t = c.download(4);
+    sent(c);
+    feed(
+        c,
+        secs(1),
+        &[Packet::FileDataResponse {
+            file: 4,
+            size,
+            name: "f".into(),
+        }],
+    );
+    sent(c);
+    feed(
+        c,
+        secs(1),
+        &[Packet::FileDownloadResponse {
+            file: 4,
+            transaction: 6,
+        }],
+    );
+    events(c);
+    (t, sent(c))
+}
+
+fn chunk_request(chunk: u32) -> Packet {
+    Packet::DownloadChunkRequest {
+        transaction: 6,
+        chunk,
+    }
+}
+
+fn chunk_response(size: usize, chunk: u32) -> Packet {
+    let len = (size - chunk as usize * 256).min(256);
+    Packet::DownloadChunkResponse {
+        transaction: 6,
+        chunk,
+        data: Bytes::from(vec![chunk as u8; len]),
+    }
+}
+
+#[test]
+fn a_download_asks_for_the_next_chunk_as_each_arrives() {
+    let mut c = signed_in();
+    // 5 chunks, the last of 4 bytes; window 2.
+    let size = 4 * 256 + 4;
+    let (t, first) = download_open(&mut c, size as u32);
+    assert_eq!(first, vec![chunk_request(0), chunk_request(1)]);
+    let mut data = Vec::new();
+    for chunk in 0..5 {
+        feed(&mut c, secs(2), &[chunk_response(size, chunk)]);
+        let expected: Vec<Packet> = (chunk + 2 < 5)
+            .then(|| chunk_request(chunk + 2))
+            .into_iter()
+            .collect();
+        assert_eq!(sent(&mut c), expected, "after chunk {chunk}");
+        for e in events(&mut c) {
+            match e {
+                Event::DownloadData {
+                    transfer,
+                    offset,
+                    data: d,
+                } => {
+                    assert_eq!((transfer, offset), (t, data.len() as u64));
+                    data.extend_from_slice(&d);
+                }
+                Event::TransferComplete { transfer, file } => {
+                    assert_eq!((transfer, file, chunk), (t, 4, 4));
+                }
+                Event::TransferProgress { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(data.len(), size);
+    assert_eq!(c.active_transfers(), 0);
+}
+
+#[test]
+fn a_download_resumes_from_the_first_unanswered_chunk_after_a_reconnect() {
+    let mut c = signed_in();
+    let size = 4 * 256;
+    let (_, first) = download_open(&mut c, size as u32);
+    assert_eq!(first, vec![chunk_request(0), chunk_request(1)]);
+    feed(&mut c, secs(2), &[chunk_response(size, 0)]);
+    assert_eq!(sent(&mut c), vec![chunk_request(2)]);
+    c.disconnected();
+    c.connected(secs(3));
+    assert_eq!(sent(&mut c), vec![Packet::SessionPreserve { session: S }]);
+    feed(
+        &mut c,
+        secs(3),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    // The transaction belongs to the session, which survived: chunks 1
+    // and 2 were lost with the connection and are asked for again.
+    assert_eq!(sent(&mut c), vec![chunk_request(1), chunk_request(2)]);
+}
+
+#[test]
+fn an_upload_starts_over_when_the_session_is_lost() {
+    let mut c = signed_in();
+    let data = Bytes::from(vec![9u8; 600]);
+    c.upload("f", data.clone()).unwrap();
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileUploadResponse {
+            file: 4,
+            transaction: 8,
+        }],
+    );
+    sent(&mut c);
+    c.disconnected();
+    c.connected(secs(40));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(40),
+        &[
+            Packet::Error {
+                request_type: 4,
+                code: ErrorCode::BadSession,
+                subject: 0,
+                text: "expired".into(),
+            },
+            Packet::SessionCookie {
+                user: USER,
+                session: S + 1,
+            },
+        ],
+    );
+    // The server discarded the old transaction with the session.
+    assert_eq!(
+        sent(&mut c),
+        vec![
+            Packet::SessionRequest {
+                name: "alice".into()
+            },
+            Packet::FileUploadRequest {
+                session: S + 1,
+                size: 600,
+                name: "f".into()
+            }
+        ]
+    );
 }
