@@ -177,3 +177,33 @@ async fn users_lists_who_is_online_and_user_data_any_known_user() {
     let (code, t, subject, _) = a.recv_error().await;
     assert_eq!((code, t, subject), (ErrorCode::UnknownUser, 7, 999));
 }
+
+#[tokio::test]
+async fn a_refused_request_names_its_subject_so_the_client_can_match_it() {
+    let srv = TestServer::start().await;
+    let mut a = srv.signed_in("alice").await;
+    let wrong = a.session ^ 1;
+    a.send(Packet::MessageRequest {
+        session: wrong,
+        to: a.user,
+        message: 77,
+        body: Default::default(),
+    })
+    .await;
+    let (code, t, subject, _) = a.recv_error().await;
+    assert_eq!((code, t, subject), (ErrorCode::BadSession, 9, 77));
+    a.send(Packet::FileDataRequest {
+        session: wrong,
+        file: 5,
+    })
+    .await;
+    let (code, t, subject, _) = a.recv_error().await;
+    assert_eq!((code, t, subject), (ErrorCode::BadSession, 21, 5));
+    let mut b = srv.peer().await;
+    b.send(Packet::SessionRequest {
+        name: "alice".into(),
+    })
+    .await;
+    let (code, _, subject, _) = b.recv_error().await;
+    assert_eq!((code, subject), (ErrorCode::NameInUse, 0));
+}

@@ -40,7 +40,7 @@ pub(super) async fn list(conn: &Connection) {
             }
             conn.reply(Packet::FilesResponse { files })
         }
-        Err(e) => super::session::server_error(conn, kind::FILES_REQUEST, &e),
+        Err(e) => super::session::server_error(conn, kind::FILES_REQUEST, 0, &e),
     }
 }
 
@@ -59,11 +59,11 @@ pub(super) async fn data(conn: &Connection, file: u64) {
             file,
             format!("no file has number {file}"),
         ),
-        Err(e) => super::session::server_error(conn, T, &e),
+        Err(e) => super::session::server_error(conn, T, file, &e),
     }
 }
 
-fn too_many_transfers(conn: &Connection, session: &Session, t: u16) -> bool {
+fn too_many_transfers(conn: &Connection, session: &Session, t: u16, subject: u64) -> bool {
     let st = session.state();
     let open = st.uploads.len() + st.downloads.len();
     drop(st);
@@ -71,7 +71,7 @@ fn too_many_transfers(conn: &Connection, session: &Session, t: u16) -> bool {
         conn.error(
             t,
             ErrorCode::RateLimited,
-            0,
+            subject,
             format!("at most {MAX_TRANSFERS} transfers may be open at once"),
         );
         return true;
@@ -100,7 +100,7 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
             format!("the file is {size} bytes; at most {max} are accepted"),
         );
     }
-    if too_many_transfers(conn, session, T) {
+    if too_many_transfers(conn, session, T, 0) {
         return;
     }
     if !ctx.reserve_storage(u64::from(size)) {
@@ -115,7 +115,7 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
         Ok(file) => file,
         Err(e) => {
             ctx.release_storage(u64::from(size));
-            return super::session::server_error(conn, T, &e);
+            return super::session::server_error(conn, T, 0, &e);
         }
     };
     let blobs = ctx.blobs.clone();
@@ -145,7 +145,7 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
     let transaction = transaction_number();
     if size == 0 {
         if let Err(e) = ctx.store.complete_file(file).await {
-            return super::session::server_error(conn, T, &e);
+            return super::session::server_error(conn, T, 0, &e);
         }
         tracing::info!(file, %name, "empty file stored");
     } else {
@@ -271,9 +271,9 @@ pub(super) async fn download(conn: &Connection, session: &Session, file: u64) {
                 format!("no file has number {file}"),
             )
         }
-        Err(e) => return super::session::server_error(conn, T, &e),
+        Err(e) => return super::session::server_error(conn, T, file, &e),
     };
-    if too_many_transfers(conn, session, T) {
+    if too_many_transfers(conn, session, T, file) {
         return;
     }
     let body = match ctx.blobs.open_complete(file) {

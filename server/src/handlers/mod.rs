@@ -33,6 +33,22 @@ fn server_only(t: u16) -> bool {
     )
 }
 
+/// The number an ERROR about `packet` names (see docs/PROTOCOL.md): the
+/// message for 9 and 11, the file for 15 and 21, the user for 7, the
+/// transaction for 17 and 25, 0 otherwise.
+fn subject_of(packet: &Packet) -> u64 {
+    use Packet::*;
+    match packet {
+        MessageRequest { message, .. } | BroadcastRequest { message, .. } => *message,
+        FileDownloadRequest { file, .. } | FileDataRequest { file, .. } => *file,
+        UserDataRequest { user, .. } => *user,
+        DownloadChunkRequest { transaction, .. } | UploadChunkRequest { transaction, .. } => {
+            *transaction
+        }
+        _ => 0,
+    }
+}
+
 /// Handles one packet from the client.
 pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
     let t = packet.kind();
@@ -54,7 +70,7 @@ pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
         conn.error(
             t,
             ErrorCode::BadSession,
-            0,
+            subject_of(&packet),
             "sign in first: this connection has no session",
         );
         return;
@@ -64,7 +80,7 @@ pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
             conn.error(
                 t,
                 ErrorCode::BadSession,
-                0,
+                subject_of(&packet),
                 "that is not this connection's session",
             );
             return;

@@ -34,20 +34,20 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
     let ctx = conn.ctx.clone();
     let user = match ctx.store.sign_in(&name).await {
         Ok(user) => user,
-        Err(e) => return server_error(conn, T, &e),
+        Err(e) => return server_error(conn, T, 0, &e),
     };
     if ctx.hub.is_attached(user) {
         conn.error(
             T,
             ErrorCode::NameInUse,
-            user,
+            0,
             format!("{name} is signed in on another connection"),
         );
         return;
     }
     let id = match ctx.store.new_session(user).await {
         Ok(id) => id,
-        Err(e) => return server_error(conn, T, &e),
+        Err(e) => return server_error(conn, T, 0, &e),
     };
     let rate = TokenBucket::new(ctx.config.message_rate, ctx.config.message_burst);
     let session = Arc::new(Session::new(id, user, name.clone(), conn.out.clone(), rate));
@@ -56,7 +56,7 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
             conn.error(
                 T,
                 ErrorCode::NameInUse,
-                user,
+                0,
                 format!("{name} is signed in on another connection"),
             );
             return;
@@ -159,12 +159,17 @@ async fn redeliver(conn: &Connection, session: &Session) {
     }
 }
 
-pub(super) fn server_error(conn: &Connection, request_type: u16, e: &dyn std::fmt::Display) {
+pub(super) fn server_error(
+    conn: &Connection,
+    request_type: u16,
+    subject: u64,
+    e: &dyn std::fmt::Display,
+) {
     tracing::error!(error = %e, request_type, "store failure");
     conn.error(
         request_type,
         ErrorCode::ServerError,
-        0,
+        subject,
         "the server could not complete the request; try again",
     );
 }

@@ -24,6 +24,6 @@ pub(super) async fn data(conn: &Connection, user: u64) {
             user,
             format!("no user has number {user}"),
         ),
-        Err(e) => super::session::server_error(conn, kind::USER_DATA_REQUEST, &e),
+        Err(e) => super::session::server_error(conn, kind::USER_DATA_REQUEST, user, &e),
     }
 }
