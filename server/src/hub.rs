@@ -5,7 +5,7 @@
 //! process: a multi-server deployment replaces it with one that publishes
 //! deliveries on a message bus; its callers see only these methods.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::outbox::Outbox;
+use crate::pending::PendingBroadcasts;
 use crate::rate::TokenBucket;
 
 /// An upload in progress, owned by its session.
@@ -44,7 +45,7 @@ pub(crate) struct SessionState {
     pub(crate) uploads: HashMap<u64, Upload>,
     pub(crate) downloads: HashMap<u64, Download>,
     /// Broadcast deliveries not yet acknowledged, as encoded packets.
-    pub(crate) pending_broadcasts: BTreeMap<u64, Bytes>,
+    pub(crate) pending_broadcasts: PendingBroadcasts,
     pub(crate) rate: TokenBucket,
     pub(crate) ended: bool,
 }
@@ -69,7 +70,7 @@ impl Session {
                 last_seen: Instant::now(),
                 uploads: HashMap::new(),
                 downloads: HashMap::new(),
-                pending_broadcasts: BTreeMap::new(),
+                pending_broadcasts: PendingBroadcasts::default(),
                 rate,
                 ended: false,
             }),
@@ -168,29 +169,22 @@ impl Hub {
         }
     }
 
-    /// Hands a broadcast to every live session but the sender's, keeping it
-    /// for redelivery until acknowledged (at most `keep` per session).
-    pub(crate) fn broadcast(
-        &self,
-        except: u64,
-        delivery: u64,
-        bytes: &Bytes,
-        keep: usize,
-    ) -> usize {
+    /// Hands broadcasts, as (delivery number, encoded packet) in order, to
+    /// every live session but the sender's, keeping them for redelivery
+    /// until acknowledged (at most `keep` per session). Several at once
+    /// reach each connection in one write.
+    pub(crate) fn broadcast(&self, except: u64, batch: &[(u64, Bytes)], keep: usize) {
         let sessions: Vec<Arc<Session>> = self.lock().by_id.values().cloned().collect();
-        let mut delivered = 0;
+        let frames: Vec<Bytes> = batch.iter().map(|(_, b)| b.clone()).collect();
         for session in sessions.iter().filter(|s| s.id != except) {
             let mut st = session.state();
-            st.pending_broadcasts.insert(delivery, bytes.clone());
-            while st.pending_broadcasts.len() > keep {
-                st.pending_broadcasts.pop_first();
+            for (delivery, bytes) in batch {
+                st.pending_broadcasts.insert(*delivery, bytes.clone(), keep);
             }
             if let Some(conn) = &st.conn {
-                conn.send(bytes.clone());
-                delivered += 1;
+                conn.send_all(&frames);
             }
         }
-        delivered
     }
 
     /// Removes and returns the sessions silent for `timeout` or longer.

@@ -25,6 +25,7 @@ mod context;
 mod handlers;
 mod hub;
 mod outbox;
+mod pending;
 mod rate;
 pub mod server;
 pub mod signal;

@@ -6,7 +6,7 @@
 //! count passes the limit, instead of letting memory grow.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -30,6 +30,9 @@ struct Shared {
     queued: AtomicUsize,
     limit: usize,
     closing: CancellationToken,
+    // Mirrors `closing` for the per-packet check: the token's own check
+    // takes a lock, which showed in profiles of broadcast fan-out.
+    closed: AtomicBool,
     reason: Mutex<Option<(ErrorCode, String)>>,
 }
 
@@ -91,6 +94,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             limit,
             closing: CancellationToken::new(),
+            closed: AtomicBool::new(false),
             reason: Mutex::new(None),
         });
         (
@@ -101,12 +105,12 @@ impl Outbox {
         )
     }
 
-    fn push(&self, bytes: Bytes) -> bool {
+    fn push(&self, frames: impl IntoIterator<Item = Bytes>) -> bool {
         let mut q = self.shared.queue();
         if q.ended {
             return false;
         }
-        q.frames.push_back(bytes);
+        q.frames.extend(frames);
         drop(q);
         self.shared.ready.notify_one();
         true
@@ -115,10 +119,16 @@ impl Outbox {
     /// Queues bytes. Returns false, and closes the connection, when the
     /// client has fallen too far behind.
     pub(crate) fn send(&self, bytes: Bytes) -> bool {
-        if self.shared.closing.is_cancelled() {
+        self.send_all(std::slice::from_ref(&bytes))
+    }
+
+    /// Queues several frames under one lock and one wake-up, so that the
+    /// writer finds them together and writes them in one system call.
+    pub(crate) fn send_all(&self, frames: &[Bytes]) -> bool {
+        if self.shared.closed.load(Ordering::Relaxed) {
             return false;
         }
-        let len = bytes.len();
+        let len: usize = frames.iter().map(Bytes::len).sum();
         let before = self.shared.queued.fetch_add(len, Ordering::Relaxed);
         if before + len > self.shared.limit {
             self.shared.queued.fetch_sub(len, Ordering::Relaxed);
@@ -131,7 +141,7 @@ impl Outbox {
             );
             return false;
         }
-        if !self.push(bytes) {
+        if !self.push(frames.iter().cloned()) {
             self.shared.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
@@ -156,6 +166,7 @@ impl Outbox {
         if let Ok(mut reason) = self.shared.reason.lock() {
             reason.get_or_insert((code, text));
         }
+        self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.closing.cancel();
     }
 
@@ -176,7 +187,7 @@ impl Outbox {
             let mut buf = BytesMut::new();
             if p.encode(&mut buf).is_ok() {
                 self.shared.queued.fetch_add(buf.len(), Ordering::Relaxed);
-                self.push(buf.freeze());
+                self.push([buf.freeze()]);
             }
         }
         self.shared.queue().ended = true;

@@ -302,3 +302,66 @@ async fn a_burst_of_pipelined_requests_is_answered_in_order() {
         (&b"all"[..], true)
     );
 }
+
+#[tokio::test]
+async fn pipelined_broadcasts_keep_their_order_around_a_direct_message() {
+    use futures_util::SinkExt;
+    let srv = TestServer::start().await;
+    let mut a = srv.signed_in("alice").await;
+    let mut b = srv.signed_in("bob").await;
+    let mut c = srv.signed_in("carol").await;
+    let session = a.session;
+    // One write: two broadcasts, a message to Bob, a third broadcast. The
+    // server fans the broadcasts out together, but never past the message.
+    for (n, to) in [(1, None), (2, None), (3, Some(b.user)), (4, None)] {
+        let body = Bytes::from(format!("m{n}"));
+        let packet = match to {
+            Some(to) => Packet::MessageRequest {
+                session,
+                to,
+                message: n,
+                body,
+            },
+            None => Packet::BroadcastRequest {
+                session,
+                message: n,
+                body,
+            },
+        };
+        a.framed.feed(packet).await.unwrap();
+    }
+    a.framed.flush().await.unwrap();
+    assert_eq!(a.recv().await, Packet::BroadcastResponse { message: 1 });
+    assert_eq!(a.recv().await, Packet::BroadcastResponse { message: 2 });
+    assert_eq!(a.recv().await, Packet::MessageResponse { message: 3 });
+    assert_eq!(a.recv().await, Packet::BroadcastResponse { message: 4 });
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let (_, n, body) = b.incoming().await;
+        bodies.push(body);
+        b.ack(n).await;
+    }
+    assert_eq!(
+        bodies,
+        [b"m1", b"m2", b"m3", b"m4"].map(|b| Bytes::from_static(b))
+    );
+    // Carol acknowledges only the first, then her connection drops: the
+    // other two come back, in order, when she resumes.
+    let (_, first, body) = c.incoming().await;
+    assert_eq!(&body[..], b"m1");
+    c.ack(first).await;
+    let (_, _, body) = c.incoming().await;
+    assert_eq!(&body[..], b"m2");
+    let (_, _, body) = c.incoming().await;
+    assert_eq!(&body[..], b"m4");
+    let _ = c.users().await;
+    let (user, session) = (c.user, c.session);
+    drop(c);
+    let mut c2 = srv.peer().await;
+    c2.send(Packet::SessionPreserve { session }).await;
+    assert_eq!(c2.recv().await, Packet::SessionCookie { user, session });
+    for expected in ["m2", "m4"] {
+        let (_, _, body) = c2.incoming().await;
+        assert_eq!(&body[..], expected.as_bytes());
+    }
+}

@@ -82,19 +82,39 @@ impl Pipeline {
         None
     }
 
-    /// Answers and delivers every queued message, in order.
+    /// Answers and delivers every queued message, in order. Consecutive
+    /// broadcasts are fanned out together, so each receiver's connection
+    /// gets them in one write.
     pub(crate) async fn finish(&mut self, conn: &Connection) {
         let Some(session) = conn.session.clone() else {
             self.started.clear();
             return;
         };
+        let mut fan_out = Vec::new();
         for s in self.started.drain(..) {
             let outcome = s.pending.wait().await;
             match s.to {
-                Some(to) => finish_direct(conn, &session, to, s.message, s.body, outcome),
-                None => finish_broadcast(conn, &session, s.message, s.body, outcome),
+                Some(to) => {
+                    // Earlier broadcasts reach everyone before this message.
+                    fan_out_broadcasts(conn, &session, &mut fan_out);
+                    finish_direct(conn, &session, to, s.message, s.body, outcome)
+                }
+                None => {
+                    fan_out.extend(finish_broadcast(conn, &session, s.message, s.body, outcome))
+                }
             }
         }
+        fan_out_broadcasts(conn, &session, &mut fan_out);
+    }
+}
+
+/// Hands stored broadcasts to every other session, and empties `batch`.
+fn fan_out_broadcasts(conn: &Connection, session: &Session, batch: &mut Vec<(u64, Bytes)>) {
+    if !batch.is_empty() {
+        let ctx = &conn.ctx;
+        ctx.hub
+            .broadcast(session.id, batch, ctx.config.max_pending_broadcasts);
+        batch.clear();
     }
 }
 
@@ -169,17 +189,19 @@ pub(super) async fn broadcast(conn: &Connection, session: &Session, message: u64
         .store_broadcast(session.user, message, body.clone())
         .wait()
         .await;
-    finish_broadcast(conn, session, message, body, outcome);
+    let stored = finish_broadcast(conn, session, message, body, outcome);
+    fan_out_broadcasts(conn, session, &mut stored.into_iter().collect());
 }
 
+/// Answers a broadcast request; returns the delivery number and packet to
+/// fan out if it is new.
 fn finish_broadcast(
     conn: &Connection,
     session: &Session,
     message: u64,
     body: Bytes,
     outcome: Result<Stored, StoreError>,
-) {
-    let ctx = &conn.ctx;
+) -> Option<(u64, Bytes)> {
     match outcome {
         Ok(Stored::New(id)) => {
             conn.reply(Packet::BroadcastResponse { message });
@@ -189,16 +211,12 @@ fn finish_broadcast(
                 message: delivery,
                 body,
             };
-            if let Some(bytes) = encode(&incoming) {
-                ctx.hub.broadcast(
-                    session.id,
-                    delivery,
-                    &bytes,
-                    ctx.config.max_pending_broadcasts,
-                );
-            }
+            encode(&incoming).map(|bytes| (delivery, bytes))
         }
-        Ok(_) => conn.reply(Packet::BroadcastResponse { message }),
+        Ok(_) => {
+            conn.reply(Packet::BroadcastResponse { message });
+            None
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not record a broadcast");
             conn.error(
@@ -207,6 +225,7 @@ fn finish_broadcast(
                 message,
                 "the broadcast could not be stored; try again",
             );
+            None
         }
     }
 }
@@ -215,7 +234,7 @@ fn finish_broadcast(
 /// Acknowledging an unknown or already acknowledged number is harmless.
 pub(super) fn ack(conn: &Connection, session: &Session, message: u64) {
     if message & BROADCAST_BIT != 0 {
-        session.state().pending_broadcasts.remove(&message);
+        session.state().pending_broadcasts.remove(message);
     } else {
         conn.ctx.store.forget(session.user, message);
     }

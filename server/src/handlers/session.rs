@@ -148,12 +148,7 @@ async fn redeliver(conn: &Connection, session: &Session) {
         }
         Err(e) => tracing::error!(error = %e, "could not load queued messages"),
     }
-    let pending: Vec<_> = session
-        .state()
-        .pending_broadcasts
-        .values()
-        .cloned()
-        .collect();
+    let pending = session.state().pending_broadcasts.packets();
     for bytes in pending {
         conn.out.send(bytes);
     }
