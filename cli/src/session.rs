@@ -109,12 +109,16 @@ impl Session {
     }
 
     /// The next event, waiting as long as it takes (keepalives go out meanwhile).
+    ///
+    /// What the core has queued is sent only before waiting, so requests
+    /// made while handling a run of events leave in one write; callers
+    /// that stop reading events call [`Session::flush`].
     pub async fn next_event(&mut self) -> Result<Event, SessionError> {
         loop {
-            self.flush().await?;
             if let Some(e) = self.core.poll_event() {
                 return Ok(e);
             }
+            self.flush().await?;
             let wake = self
                 .core
                 .poll_timeout()
