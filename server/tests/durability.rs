@@ -29,6 +29,12 @@ async fn a_restart_keeps_users_queued_messages_and_files() {
     assert_eq!((from, &body[..]), (alice, &b"kept across restarts"[..]));
     assert_eq!(b.files().await, vec![file]);
     assert_eq!(b.download(file).await, data);
+    // A message sent again after the restart is recognised, not stored twice.
+    let mut a = srv.signed_in("alice").await;
+    a.message(bob, 1, "kept across restarts").await;
+    a.message(bob, 2, "new").await;
+    let (_, _, body) = b.incoming().await;
+    assert_eq!(&body[..], b"new");
 }
 
 /// Starts the real binary and returns it with its address.

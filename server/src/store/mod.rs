@@ -7,6 +7,7 @@
 //! transaction (group commit), so one disk sync serves many messages. A
 //! multi-server deployment replaces this module, not its callers.
 
+mod accepted;
 mod sqlite;
 
 use std::path::Path;
@@ -24,6 +25,12 @@ pub enum StoreError {
     /// The transaction holding this request failed to commit.
     #[error("database error: {0}")]
     Batch(String),
+    /// A record in the database is not in the form this server wrote.
+    #[error("damaged record in the database: {0}")]
+    Damaged(&'static str),
+    /// Every delivery number has been used (2^63 direct messages).
+    #[error("no delivery numbers are left")]
+    Exhausted,
     /// The store thread is gone (the server is shutting down).
     #[error("the store is closed")]
     Closed,

@@ -37,7 +37,15 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in_with(tempfile::tempdir().unwrap(), tweak).await
+    }
+
+    /// A server on a data directory prepared by the test.
+    pub async fn start_in(dir: TempDir) -> Self {
+        Self::start_in_with(dir, |_| {}).await
+    }
+
+    async fn start_in_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_data_dir(dir.path());
         config.sync = "normal".into();
         tweak(&mut config);

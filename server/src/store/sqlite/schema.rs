@@ -1,0 +1,161 @@
+//! The database's tables, and the steps that bring a data directory
+//! written by an earlier version up to them.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use super::super::accepted::Accepted;
+use super::super::{Recovered, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+-- Every session number ever issued, so none is issued twice.
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    user INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+-- Direct messages not yet acknowledged by their recipient, keyed the way
+-- they are looked up (a recipient's queue, an acknowledgement): one B-tree
+-- to insert into and delete from, instead of a table and an index. `id` is
+-- the delivery number, from the `delivery` counter below, never reused.
+CREATE TABLE IF NOT EXISTS queued (
+    recipient INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    sender INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (recipient, id)
+) WITHOUT ROWID;
+-- Numbers handed out so far, by name.
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('delivery', 0);
+CREATE TABLE IF NOT EXISTS broadcasts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+-- The message numbers each sender has had accepted, as ranges
+-- (accepted.rs), so a message sent again is stored once.
+CREATE TABLE IF NOT EXISTS senders (
+    sender INTEGER PRIMARY KEY,
+    numbers BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    uploader INTEGER NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+";
+
+/// Opens the database, applies the schema and drops unfinished uploads.
+pub(in crate::store) fn open(
+    path: &Path,
+    full_sync: bool,
+) -> Result<(Connection, Recovered), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if full_sync { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    migrate_messages(&conn)?;
+    migrate_sent(&conn)?;
+    let incomplete_files = conn
+        .prepare("SELECT id FROM files WHERE complete = 0")?
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|id| id as u64)
+        .collect();
+    conn.execute("DELETE FROM files WHERE complete = 0", [])?;
+    let bytes_stored: i64 =
+        conn.query_row("SELECT COALESCE(SUM(size), 0) FROM files", [], |r| r.get(0))?;
+    Ok((
+        conn,
+        Recovered {
+            incomplete_files,
+            bytes_stored: bytes_stored as u64,
+        },
+    ))
+}
+
+/// Moves queued messages from the `messages` table of earlier versions
+/// (a rowid table with an index) to `queued`, keeping their numbers.
+fn migrate_messages(conn: &Connection) -> Result<(), StoreError> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT OR IGNORE INTO queued (recipient, id, sender, body, created_at)
+                 SELECT recipient, id, sender, body, created_at FROM messages;
+             UPDATE counters SET value = MAX(value,
+                 (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'messages'),
+                 (SELECT COALESCE(MAX(id), 0) FROM messages))
+                 WHERE name = 'delivery';
+             DROP TABLE messages;
+             COMMIT;",
+        )?;
+        tracing::info!("moved queued messages to the current schema");
+    }
+    Ok(())
+}
+
+/// Replaces the `sent` table of earlier versions, a row per message ever
+/// sent, with one record of ranges per sender.
+fn migrate_sent(conn: &Connection) -> Result<(), StoreError> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    let mut senders: std::collections::BTreeMap<u64, Accepted> = Default::default();
+    {
+        let mut rows = tx.prepare("SELECT sender, number FROM sent ORDER BY sender, number")?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let (sender, number): (i64, i64) = (row.get(0)?, row.get(1)?);
+            senders
+                .entry(sender as u64)
+                .or_default()
+                .insert(number as u64);
+        }
+    }
+    for (sender, numbers) in &senders {
+        tx.execute(
+            "INSERT OR REPLACE INTO senders (sender, numbers) VALUES (?1, ?2)",
+            params![*sender as i64, numbers.to_bytes()],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE sent")?;
+    tx.commit()?;
+    tracing::info!(
+        senders = senders.len(),
+        "moved sent message numbers to ranges per sender"
+    );
+    Ok(())
+}
