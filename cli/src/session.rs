@@ -110,9 +110,10 @@ impl Session {
 
     /// The next event, waiting as long as it takes (keepalives go out meanwhile).
     ///
-    /// What the core has queued is sent only before waiting, so requests
-    /// made while handling a run of events leave in one write; callers
-    /// that stop reading events call [`Session::flush`].
+    /// What the core queues in answer to input (acknowledgements, the next
+    /// chunk requests) is sent at once; what the caller queues while
+    /// handling a run of events is sent before waiting, in one write.
+    /// Callers that stop reading events call [`Session::flush`].
     pub async fn next_event(&mut self) -> Result<Event, SessionError> {
         loop {
             if let Some(e) = self.core.poll_event() {
@@ -129,6 +130,7 @@ impl Session {
                     Ok(Some(bytes)) => {
                         let now = self.now();
                         self.core.handle_input(now, &bytes)?;
+                        self.flush().await?;
                     }
                     Ok(None) => return Err(SessionError::Closed),
                     Err(e) => return Err(SessionError::Io(e)),
