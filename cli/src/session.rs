@@ -145,6 +145,10 @@ impl Session {
 
     /// The next event, or [`SessionError::Timeout`] after `patience`.
     pub async fn expect_event(&mut self) -> Result<Event, SessionError> {
+        // Most events are already waiting: no timer for those.
+        if let Some(e) = self.core.poll_event() {
+            return Ok(e);
+        }
         match tokio::time::timeout(self.patience, self.next_event()).await {
             Ok(r) => r,
             Err(_) => Err(SessionError::Timeout(self.patience)),

@@ -74,7 +74,10 @@ pub struct TunnelOptions {
 impl Default for TunnelOptions {
     fn default() -> Self {
         Self {
-            read_buffer: 64 * 1024,
+            // A quarter of a 256-chunk download window per message keeps
+            // the browser and the server working at once (measured: 129-143
+            // MB/s against 112-129 MB/s with 64 KiB).
+            read_buffer: 16 * 1024,
             ping_interval: Duration::from_secs(20),
         }
     }

@@ -2,7 +2,7 @@
 //! order, and a writer task that drains the connection's [`Outbox`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proto::{decode_from, ErrorCode, Packet};
@@ -28,12 +28,50 @@ pub(crate) struct Connection {
     pub(crate) ctx: Arc<Context>,
     pub(crate) out: Outbox,
     pub(crate) session: Option<Arc<Session>>,
+    /// Replies not yet handed to the writer, encoded back to back. Answers
+    /// to a run of requests (chunks of a transfer, say) go out as one
+    /// buffer in one write, instead of a buffer and a wake-up each.
+    replies: Mutex<BytesMut>,
 }
 
 impl Connection {
-    /// Queues a reply.
+    fn replies(&self) -> std::sync::MutexGuard<'_, BytesMut> {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a reply; it is written at the next [`Connection::flush`].
     pub(crate) fn reply(&self, packet: Packet) {
-        self.out.send_packet(&packet);
+        let mut out = self.replies();
+        let before = out.len();
+        if let Err(e) = packet.encode(&mut *out) {
+            out.truncate(before);
+            tracing::error!(error = %e, "cannot encode a reply");
+        }
+    }
+
+    /// Queues an already encoded reply, in order with [`Connection::reply`].
+    pub(crate) fn reply_bytes(&self, bytes: &[u8]) {
+        self.replies().extend_from_slice(bytes);
+    }
+
+    /// Hands the queued replies to the writer. The buffer goes with them,
+    /// so an idle connection keeps none.
+    pub(crate) fn flush(&self) {
+        let mut out = self.replies();
+        if !out.is_empty() {
+            self.out.send(std::mem::take(&mut *out).freeze());
+        }
+    }
+
+    /// [`Connection::flush`], after waiting for the client to read enough
+    /// that the replies fit: for long runs of replies, such as the
+    /// redelivery of everything a user missed.
+    pub(crate) async fn flush_paced(&self) {
+        let len = self.replies().len();
+        if len > 0 {
+            self.out.room_for(len).await;
+            self.flush();
+        }
     }
 
     /// Queues an ERROR answering a packet of type `request_type`.
@@ -74,6 +112,7 @@ pub(crate) async fn serve(
             ctx: ctx.clone(),
             out: out.clone(),
             session: None,
+            replies: Mutex::new(BytesMut::new()),
         };
         // The read buffer is allocated only while bytes are in it, so an
         // idle connection costs a few hundred bytes, not a buffer.
@@ -97,7 +136,9 @@ pub(crate) async fn serve(
                             break None;
                         }
                         Ok(_) => {
-                            if let Some(last) = drain_packets(&mut conn, &mut buf).await {
+                            // Boxed: handling a packet needs a large future, which an idle
+                            // connection should not carry (8.3 -> 7.7 KB per idle session).
+                            if let Some(last) = Box::pin(drain_packets(&mut conn, &mut buf)).await {
                                 break Some(last);
                             }
                             if buf.is_empty() {
@@ -129,29 +170,43 @@ pub(crate) async fn serve(
 }
 
 /// Decodes and handles every whole packet in `buf`. Consecutive messages
-/// go to the store together and are answered after one commit. Returns the
-/// ERROR to close with when the stream is corrupt.
+/// go to the store together and are answered after one commit; replies
+/// are flushed after each request, except between chunks of a transfer,
+/// whose answers leave together. Returns the ERROR to close with when the
+/// stream is corrupt.
 async fn drain_packets(conn: &mut Connection, buf: &mut BytesMut) -> Option<Packet> {
     let mut pipeline = handlers::Pipeline::default();
-    loop {
+    let end = loop {
         match decode_from(buf) {
             Ok(Some(packet)) => {
                 if let Some(packet) = pipeline.try_start(conn, packet) {
                     pipeline.finish(conn).await;
+                    let chunk = matches!(
+                        packet,
+                        Packet::DownloadChunkRequest { .. } | Packet::UploadChunkRequest { .. }
+                    );
+                    if !chunk {
+                        conn.flush();
+                    }
                     handlers::handle(conn, packet).await;
+                    if !chunk {
+                        conn.flush();
+                    }
                 }
             }
             Ok(None) => {
                 pipeline.finish(conn).await;
-                return None;
+                break None;
             }
             Err(e) => {
                 pipeline.finish(conn).await;
                 tracing::info!(error = %e, "protocol error; closing");
-                return Some(error_packet(e.request_type(), e.code(), &e.to_string()));
+                break Some(error_packet(e.request_type(), e.code(), &e.to_string()));
             }
         }
-    }
+    };
+    conn.flush();
+    end
 }
 
 fn error_packet(request_type: u16, code: ErrorCode, text: &str) -> Packet {
@@ -184,6 +239,7 @@ async fn write_loop(mut writer: OwnedWriteHalf, receiver: OutboxReceiver) {
             return;
         }
         if writer.write_all(&batch).await.is_err() {
+            receiver.abandon();
             return;
         }
     }

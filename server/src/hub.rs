@@ -33,7 +33,7 @@ pub(crate) struct Download {
     pub(crate) size: u32,
     pub(crate) body: File,
     /// A read-ahead window of the body: (offset, bytes).
-    pub(crate) cache: (u64, Vec<u8>),
+    pub(crate) cache: (u64, Bytes),
 }
 
 /// The mutable part of a session.

@@ -27,6 +27,8 @@ struct Shared {
     // connection is idle, which keeps an idle session small.
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Signalled when the writer takes bytes, for [`Outbox::room_for`].
+    drained: Notify,
     queued: AtomicUsize,
     limit: usize,
     closing: CancellationToken,
@@ -74,6 +76,8 @@ impl OutboxReceiver {
                         q.frames = VecDeque::new();
                     }
                     self.shared.queued.fetch_sub(taken, Ordering::Relaxed);
+                    drop(q);
+                    self.shared.drained.notify_waiters();
                     return true;
                 }
                 if q.ended {
@@ -85,12 +89,42 @@ impl OutboxReceiver {
     }
 }
 
+impl OutboxReceiver {
+    /// The connection can no longer be written to: refuse what comes and
+    /// release anyone waiting for room.
+    pub(crate) fn abandon(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closing.cancel();
+        self.shared.drained.notify_waiters();
+    }
+}
+
 impl Outbox {
+    /// Waits until `len` more bytes fit under the limit, the queue is
+    /// empty, or the connection is closing. For the server's own bulk
+    /// sends (redelivery), which should wait for the client rather than
+    /// be cut off as a slow reader.
+    pub(crate) async fn room_for(&self, len: usize) {
+        loop {
+            // Registered before the check, so a drain in between is seen.
+            let drained = self.shared.drained.notified();
+            let queued = self.shared.queued.load(Ordering::Relaxed);
+            if queued == 0
+                || queued + len <= self.shared.limit
+                || self.shared.closed.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            drained.await;
+        }
+    }
+
     /// A new queue that holds at most `limit` unwritten bytes.
     pub(crate) fn new(limit: usize) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
+            drained: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
             closing: CancellationToken::new(),
@@ -119,18 +153,23 @@ impl Outbox {
     /// Queues bytes. Returns false, and closes the connection, when the
     /// client has fallen too far behind.
     pub(crate) fn send(&self, bytes: Bytes) -> bool {
-        self.send_all(std::slice::from_ref(&bytes))
+        self.enqueue(bytes.len(), [bytes])
     }
 
     /// Queues several frames under one lock and one wake-up, so that the
     /// writer finds them together and writes them in one system call.
     pub(crate) fn send_all(&self, frames: &[Bytes]) -> bool {
+        let len = frames.iter().map(Bytes::len).sum();
+        self.enqueue(len, frames.iter().cloned())
+    }
+
+    fn enqueue(&self, len: usize, frames: impl IntoIterator<Item = Bytes>) -> bool {
         if self.shared.closed.load(Ordering::Relaxed) {
             return false;
         }
-        let len: usize = frames.iter().map(Bytes::len).sum();
         let before = self.shared.queued.fetch_add(len, Ordering::Relaxed);
-        if before + len > self.shared.limit {
+        // An empty queue takes any one frame, however large.
+        if before > 0 && before + len > self.shared.limit {
             self.shared.queued.fetch_sub(len, Ordering::Relaxed);
             self.close(
                 ErrorCode::SlowReader,
@@ -141,23 +180,11 @@ impl Outbox {
             );
             return false;
         }
-        if !self.push(frames.iter().cloned()) {
+        if !self.push(frames) {
             self.shared.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
         true
-    }
-
-    /// Encodes and queues a packet.
-    pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
-        let mut buf = BytesMut::with_capacity(packet.encoded_len());
-        match packet.encode(&mut buf) {
-            Ok(()) => self.send(buf.freeze()),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a reply");
-                false
-            }
-        }
     }
 
     /// Asks the connection to close, telling the client why. The first
@@ -197,5 +224,18 @@ impl Outbox {
     /// Whether two handles queue for the same connection.
     pub(crate) fn same(&self, other: &Outbox) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+/// A packet as bytes to queue; `None` (logged) if it cannot be encoded,
+/// which the server's own packets never are.
+pub(crate) fn encode(packet: &Packet) -> Option<Bytes> {
+    let mut buf = BytesMut::with_capacity(packet.encoded_len());
+    match packet.encode(&mut buf) {
+        Ok(()) => Some(buf.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a packet");
+            None
+        }
     }
 }

@@ -294,7 +294,7 @@ pub(super) async fn download(conn: &Connection, session: &Session, file: u64) {
         Download {
             size,
             body,
-            cache: (0, Vec::new()),
+            cache: (0, Bytes::new()),
         },
     );
     conn.reply(Packet::FileDownloadResponse { file, transaction });
@@ -344,10 +344,10 @@ pub(super) async fn download_chunk(
                 "the file's body cannot be read",
             );
         }
-        down.cache = (block, buf);
+        down.cache = (block, Bytes::from(buf));
     }
     let from = (offset - down.cache.0) as usize;
-    let data = Bytes::copy_from_slice(&down.cache.1[from..from + len]);
+    let data = down.cache.1.slice(from..from + len);
     drop(st);
     conn.reply(Packet::DownloadChunkResponse {
         transaction,

@@ -1,11 +1,12 @@
 //! MESSAGE REQUEST, BROADCAST REQUEST and INCOMING MESSAGE RESPONSE.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use proto::limits::BROADCAST_BIT;
 use proto::{kind, ErrorCode, Packet};
 
 use crate::connection::Connection;
 use crate::hub::Session;
+use crate::outbox::encode;
 use crate::store::{Pending, StoreError, Stored};
 
 fn rate_limited(conn: &Connection, session: &Session, t: u16, message: u64) -> bool {
@@ -22,11 +23,6 @@ fn rate_limited(conn: &Connection, session: &Session, t: u16, message: u64) -> b
         );
     }
     !allowed
-}
-
-fn encode(packet: &Packet) -> Option<Bytes> {
-    let mut buf = BytesMut::with_capacity(packet.encoded_len());
-    packet.encode(&mut buf).ok().map(|()| buf.freeze())
 }
 
 /// A message or broadcast whose store request is queued; its answer and
@@ -155,6 +151,10 @@ fn finish_direct(
                 message: delivery,
                 body,
             };
+            if to == session.user {
+                // A note to oneself arrives after its acknowledgement.
+                conn.flush();
+            }
             if let Some(bytes) = encode(&incoming) {
                 conn.ctx.hub.deliver(to, bytes);
             }

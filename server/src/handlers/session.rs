@@ -136,6 +136,9 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
 /// Sends every message the user has not acknowledged: queued direct
 /// messages from the store, then pending broadcasts, each in order.
 async fn redeliver(conn: &Connection, session: &Session) {
+    // The cookie goes out before the store is asked, as it did before live
+    // deliveries could reach this connection.
+    conn.flush();
     match conn.ctx.store.queued_for(session.user).await {
         Ok(queued) => {
             for q in queued {
@@ -144,13 +147,15 @@ async fn redeliver(conn: &Connection, session: &Session) {
                     message: q.delivery,
                     body: q.body,
                 });
+                conn.flush_paced().await;
             }
         }
         Err(e) => tracing::error!(error = %e, "could not load queued messages"),
     }
     let pending = session.state().pending_broadcasts.packets();
     for bytes in pending {
-        conn.out.send(bytes);
+        conn.reply_bytes(&bytes);
+        conn.flush_paced().await;
     }
 }
 
