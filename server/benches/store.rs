@@ -1,7 +1,9 @@
 //! The store is where profiling finds the server's time for direct
 //! messages: one SQLite writer thread committing batches. This measures
 //! how many messages it stores per second when requests arrive one at a
-//! time and when a connection pipelines them.
+//! time and when a connection pipelines them, and the whole life of a
+//! message (stored, then acknowledged and forgotten) spread over 100 pairs
+//! of users, as in the `chat bench dm --pairs 100` load.
 #![allow(missing_docs)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +50,40 @@ fn bench(c: &mut Criterion) {
                         .wait()
                         .await
                         .expect("stored");
+                }
+            })
+        })
+    });
+    group.finish();
+
+    // 100 senders and 100 recipients: each batch touches every one of them,
+    // which is what decides how many database pages a commit writes.
+    let pairs: Vec<(u64, u64)> = rt.block_on(async {
+        let mut pairs = Vec::new();
+        for i in 0..100 {
+            let s = store.sign_in(&format!("s{i}")).await.expect("a sender");
+            let r = store.sign_in(&format!("r{i}")).await.expect("a recipient");
+            pairs.push((s, r));
+        }
+        pairs
+    });
+    let mut group = c.benchmark_group("message_lifecycle");
+    group.throughput(Throughput::Elements(256));
+    group.bench_function("100_pairs_x256", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let pending: Vec<_> = (0..256)
+                    .map(|i| {
+                        let (from, to) = pairs[i % pairs.len()];
+                        (to, store.store_direct(from, next(), to, body.clone()))
+                    })
+                    .collect();
+                for (to, p) in pending {
+                    if let server::store::Stored::New(delivery) = p.wait().await.expect("stored")
+                    {
+                        // Committed with the next batch, as acknowledgements are.
+                        store.forget(to, delivery);
+                    }
                 }
             })
         })
