@@ -79,8 +79,7 @@ fn bench(c: &mut Criterion) {
                     })
                     .collect();
                 for (to, p) in pending {
-                    if let server::store::Stored::New(delivery) = p.wait().await.expect("stored")
-                    {
+                    if let server::store::Stored::New(delivery) = p.wait().await.expect("stored") {
                         // Committed with the next batch, as acknowledgements are.
                         store.forget(to, delivery);
                     }
