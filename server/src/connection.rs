@@ -66,10 +66,22 @@ impl Connection {
     /// [`Connection::flush`], after waiting for the client to read enough
     /// that the replies fit: for long runs of replies, such as the
     /// redelivery of everything a user missed.
+    /// A client that reads nothing for the write timeout meanwhile is cut
+    /// off as a slow reader, so a stalled client cannot hold its
+    /// connection's task (or the server's shutdown) forever.
     pub(crate) async fn flush_paced(&self) {
         let len = self.replies().len();
         if len > 0 {
-            self.out.room_for(len).await;
+            let wait = self.ctx.config.write_timeout();
+            if tokio::time::timeout(wait, self.out.room_for(len))
+                .await
+                .is_err()
+            {
+                self.out.close(
+                    ErrorCode::SlowReader,
+                    format!("nothing was read for {:.1} s", wait.as_secs_f64()),
+                );
+            }
             self.flush();
         }
     }

@@ -195,6 +195,8 @@ impl Outbox {
         }
         self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.closing.cancel();
+        // Whoever waits for room waits no more.
+        self.shared.drained.notify_waiters();
     }
 
     /// Resolves when someone asked the connection to close.

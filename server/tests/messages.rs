@@ -370,3 +370,44 @@ async fn pipelined_broadcasts_keep_their_order_around_a_direct_message() {
         assert_eq!(&body[..], expected.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn a_client_that_reads_none_of_its_redelivery_is_cut_off() {
+    let mut srv = TestServer::start_with(|c| {
+        c.max_queued_bytes = 64 * 1024;
+        c.message_rate = 0;
+        c.write_timeout = 0.2;
+    })
+    .await;
+    let mut sender = srv.signed_in("sender").await;
+    let sink = srv.signed_in("sink").await;
+    let to = sink.user;
+    drop(sink);
+    // Far more than the socket buffers and the outbox hold together.
+    let body = "x".repeat(60_000);
+    for n in 1..=200 {
+        sender.message(to, n, &body).await;
+    }
+    // Signs in and never reads: redelivery waits for room, then gives up
+    // after the write timeout instead of holding the connection forever.
+    let mut stalled = srv.peer().await;
+    stalled
+        .send(Packet::SessionRequest {
+            name: "sink".into(),
+        })
+        .await;
+    let online = |users: Vec<u64>| users.contains(&to);
+    let deadline = tokio::time::Instant::now() + common::patience();
+    while !online(sender.users().await) {
+        assert!(tokio::time::Instant::now() < deadline, "never signed in");
+    }
+    while online(sender.users().await) {
+        assert!(tokio::time::Instant::now() < deadline, "never cut off");
+    }
+    // Nothing is left waiting: the server shuts down.
+    let server = srv.server.take().unwrap();
+    tokio::time::timeout(common::patience(), server.shutdown())
+        .await
+        .expect("the server shut down");
+    drop(stalled);
+}
