@@ -42,6 +42,14 @@ impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Refuses what comes from now on, wakes the reader to close, and
+    /// releases anyone waiting for room.
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.closing.cancel();
+        self.drained.notify_waiters();
+    }
 }
 
 /// A cloneable handle that queues bytes for one connection.
@@ -57,6 +65,12 @@ pub(crate) struct OutboxReceiver {
 }
 
 impl OutboxReceiver {
+    /// The connection can no longer be written to: refuse what comes and
+    /// release anyone waiting for room.
+    pub(crate) fn abandon(&self) {
+        self.shared.shut();
+    }
+
     /// Moves up to about `max` queued bytes into `batch`. Waits while
     /// nothing is queued; returns false once the last bytes were taken.
     pub(crate) async fn next_batch(&self, batch: &mut Vec<u8>, max: usize) -> bool {
@@ -86,16 +100,6 @@ impl OutboxReceiver {
             }
             self.shared.ready.notified().await;
         }
-    }
-}
-
-impl OutboxReceiver {
-    /// The connection can no longer be written to: refuse what comes and
-    /// release anyone waiting for room.
-    pub(crate) fn abandon(&self) {
-        self.shared.closed.store(true, Ordering::Relaxed);
-        self.shared.closing.cancel();
-        self.shared.drained.notify_waiters();
     }
 }
 
@@ -193,10 +197,7 @@ impl Outbox {
         if let Ok(mut reason) = self.shared.reason.lock() {
             reason.get_or_insert((code, text));
         }
-        self.shared.closed.store(true, Ordering::Relaxed);
-        self.shared.closing.cancel();
-        // Whoever waits for room waits no more.
-        self.shared.drained.notify_waiters();
+        self.shared.shut();
     }
 
     /// Resolves when someone asked the connection to close.

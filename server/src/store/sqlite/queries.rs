@@ -182,7 +182,7 @@ fn store_direct(
         }
         state.users.insert(to);
     }
-    if state.senders.get(tx, from)?.contains(number) {
+    if state.senders.contains(tx, from, number)? {
         return Ok(Stored::Duplicate);
     }
     // Bit 63 marks broadcasts; SQLite integers are signed 64-bit.
@@ -207,7 +207,7 @@ fn store_broadcast(
     number: u64,
     body: &[u8],
 ) -> Result<Stored, StoreError> {
-    if state.senders.get(tx, from)?.contains(number) {
+    if state.senders.contains(tx, from, number)? {
         return Ok(Stored::Duplicate);
     }
     tx.prepare_cached("INSERT INTO broadcasts (sender, body, created_at) VALUES (?1, ?2, ?3)")?

@@ -96,14 +96,20 @@ pub(in crate::store) fn open(
     ))
 }
 
+/// Whether the database has a table of this name (one an earlier version
+/// made, say).
+fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
 /// Moves queued messages from the `messages` table of earlier versions
 /// (a rowid table with an index) to `queued`, keeping their numbers.
 fn migrate_messages(conn: &Connection) -> Result<(), StoreError> {
-    let old: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages')",
-        [],
-        |r| r.get(0),
-    )?;
+    let old = has_table(conn, "messages")?;
     if old {
         conn.execute_batch(
             "BEGIN IMMEDIATE;
@@ -124,11 +130,7 @@ fn migrate_messages(conn: &Connection) -> Result<(), StoreError> {
 /// Replaces the `sent` table of earlier versions, a row per message ever
 /// sent, with one record of ranges per sender.
 fn migrate_sent(conn: &Connection) -> Result<(), StoreError> {
-    let old: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent')",
-        [],
-        |r| r.get(0),
-    )?;
+    let old = has_table(conn, "sent")?;
     if !old {
         return Ok(());
     }

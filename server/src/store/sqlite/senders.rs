@@ -18,11 +18,18 @@ pub(super) struct Senders {
 }
 
 impl Senders {
-    pub(super) fn get(
+    /// Whether `sender` has had `number` accepted, reading the sender's
+    /// record on first use.
+    pub(super) fn contains(
         &mut self,
         tx: &Transaction<'_>,
         sender: u64,
-    ) -> Result<&mut Accepted, StoreError> {
+        number: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.get(tx, sender)?.contains(number))
+    }
+
+    fn get(&mut self, tx: &Transaction<'_>, sender: u64) -> Result<&mut Accepted, StoreError> {
         match self.known.entry(sender) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
@@ -41,8 +48,8 @@ impl Senders {
         }
     }
 
-    /// Records that `number` from `sender` is stored. [`Senders::get`] has
-    /// read the sender's record earlier in the same batch.
+    /// Records that `number` from `sender` is stored. [`Senders::contains`]
+    /// has read the sender's record earlier in the same batch.
     pub(super) fn accept(&mut self, sender: u64, number: u64) {
         if let Some(accepted) = self.known.get_mut(&sender) {
             accepted.insert(number);
