@@ -40,6 +40,15 @@ pub enum DecodeError {
         /// The length given.
         actual: usize,
     },
+    /// A client sent a packet type that only servers send. A server reports
+    /// this from the first two bytes, without reading the body.
+    #[error("{packet} is sent by servers, not clients")]
+    ServerOnly {
+        /// The packet type.
+        kind: u16,
+        /// The packet type's name.
+        packet: &'static str,
+    },
     /// A chunk's length field exceeds the 256-byte chunk size.
     #[error("a {packet} packet declares a chunk of {len} bytes; chunks hold at most 256")]
     ChunkTooLong {
@@ -57,6 +66,7 @@ impl DecodeError {
     pub fn request_type(&self) -> u16 {
         match self {
             DecodeError::UnknownType(t) => *t,
+            DecodeError::ServerOnly { kind, .. } => *kind,
             DecodeError::InvalidUtf8 { kind, .. }
             | DecodeError::ChunkTooLong { kind, .. }
             | DecodeError::WrongFrameLength { kind, .. } => *kind,
@@ -67,6 +77,7 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::UnknownType(_) => ErrorCode::UnknownPacketType,
+            DecodeError::ServerOnly { .. } => ErrorCode::UnexpectedPacket,
             _ => ErrorCode::Malformed,
         }
     }
@@ -329,6 +340,22 @@ pub fn decode_from(buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         None => Ok(None),
         Some(n) => parse(buf.split_to(n).freeze()).map(Some),
     }
+}
+
+/// [`decode_from`] for a server reading a client's stream: a packet type
+/// that only servers send is refused from its first two bytes, so its body
+/// (up to 64 KiB of list or text) is never buffered.
+pub fn decode_request_from(buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+    if buf.len() >= 2 {
+        let t = be16(buf, 0) as u16;
+        if kind::sent_by_server(t) {
+            return Err(DecodeError::ServerOnly {
+                kind: t,
+                packet: Packet::kind_name(t),
+            });
+        }
+    }
+    decode_from(buf)
 }
 
 /// An incremental decoder for a stream that arrives in pieces of any size

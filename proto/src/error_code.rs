@@ -40,6 +40,17 @@ pub enum ErrorCode {
     ShuttingDown,
     /// 16: the connection fell too far behind reading; it closes.
     SlowReader,
+    /// 17: the recipient's mailbox holds as many unread messages or bytes
+    /// as the server keeps for one user; the sender may retry later.
+    MailboxFull,
+    /// 18: the server's disk is nearly full; nothing was written.
+    InsufficientStorage,
+    /// 19: the connection did not sign in within the server's deadline; it closes.
+    SignInTimeout,
+    /// 20: this address has as many connections open as the server allows; it closes.
+    TooManyConnections,
+    /// 21: a limit of the whole server (open transfer files) is reached; retry later.
+    Busy,
     /// A code this build does not know.
     Other(u16),
 }
@@ -65,6 +76,11 @@ impl ErrorCode {
             SessionMoved => 14,
             ShuttingDown => 15,
             SlowReader => 16,
+            MailboxFull => 17,
+            InsufficientStorage => 18,
+            SignInTimeout => 19,
+            TooManyConnections => 20,
+            Busy => 21,
             Other(n) => n,
         }
     }
@@ -89,6 +105,11 @@ impl ErrorCode {
             14 => SessionMoved,
             15 => ShuttingDown,
             16 => SlowReader,
+            17 => MailboxFull,
+            18 => InsufficientStorage,
+            19 => SignInTimeout,
+            20 => TooManyConnections,
+            21 => Busy,
             n => Other(n),
         }
     }
@@ -113,6 +134,11 @@ impl ErrorCode {
             SessionMoved => "session moved to another connection",
             ShuttingDown => "server shutting down",
             SlowReader => "connection too slow to read",
+            MailboxFull => "the recipient's mailbox is full",
+            InsufficientStorage => "the server's disk is nearly full",
+            SignInTimeout => "did not sign in in time",
+            TooManyConnections => "too many connections from this address",
+            Busy => "the server is busy",
             Other(_) => "unknown error",
         }
     }
@@ -122,7 +148,13 @@ impl ErrorCode {
         use ErrorCode::*;
         matches!(
             self,
-            Malformed | UnknownPacketType | SessionMoved | ShuttingDown | SlowReader
+            Malformed
+                | UnknownPacketType
+                | SessionMoved
+                | ShuttingDown
+                | SlowReader
+                | SignInTimeout
+                | TooManyConnections
         )
     }
 }

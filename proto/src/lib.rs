@@ -29,7 +29,7 @@ pub mod limits;
 pub mod packet;
 
 pub use client::{Client, ClientConfig, ClientError, Event, TransferId};
-pub use decode::{decode, decode_from, DecodeError, Decoder};
+pub use decode::{decode, decode_from, decode_request_from, DecodeError, Decoder};
 pub use encode::EncodeError;
 pub use error_code::ErrorCode;
 pub use packet::{kind, Packet};

@@ -61,6 +61,27 @@ pub mod kind {
     pub const UPLOAD_CHUNK_REQUEST: u16 = 25;
     /// UPLOAD CHUNK RESPONSE (server → client); renumbered from the seed's 18.
     pub const UPLOAD_CHUNK_RESPONSE: u16 = 26;
+
+    /// Whether only a server sends packets of type `t`: a server refuses
+    /// them from a client as soon as it has read their type.
+    pub const fn sent_by_server(t: u16) -> bool {
+        matches!(
+            t,
+            SESSION_COOKIE
+                | ERROR
+                | USERS_RESPONSE
+                | USER_DATA_RESPONSE
+                | MESSAGE_RESPONSE
+                | BROADCAST_RESPONSE
+                | INCOMING_MESSAGE
+                | FILE_DOWNLOAD_RESPONSE
+                | DOWNLOAD_CHUNK_RESPONSE
+                | FILES_RESPONSE
+                | FILE_DATA_RESPONSE
+                | FILE_UPLOAD_RESPONSE
+                | UPLOAD_CHUNK_RESPONSE
+        )
+    }
 }
 
 /// One packet of the protocol.

@@ -58,3 +58,24 @@ fn a_huge_length_with_few_bytes_waits_without_buffering_more() {
     assert_eq!(d.next_packet(), Ok(None));
     assert_eq!(d.buffered(), 6);
 }
+
+#[test]
+fn a_server_only_type_from_a_client_is_refused_from_its_header() {
+    use bytes::BytesMut;
+    use proto::{decode_request_from, kind};
+    // USERS RESPONSE announcing 65535 users, with only the type and count
+    // in hand: refused without waiting for the 512 KiB body.
+    let mut buf = BytesMut::from(&[0u8, 6, 0xff, 0xff][..]);
+    let err = decode_request_from(&mut buf).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UnexpectedPacket);
+    assert_eq!(err.request_type(), kind::USERS_RESPONSE);
+    assert!(err.to_string().contains("USERS RESPONSE"), "{err}");
+    // Every client request still decodes.
+    let mut ok = BytesMut::from(&[0u8, 5, 0, 0, 0, 0, 0, 0, 0, 7][..]);
+    assert!(decode_request_from(&mut ok).unwrap().is_some());
+    for t in 1..=26u16 {
+        let mut one = BytesMut::from(&t.to_be_bytes()[..]);
+        let refused = decode_request_from(&mut one).is_err();
+        assert_eq!(refused, kind::sent_by_server(t), "type {t}");
+    }
+}
