@@ -11,6 +11,7 @@
 //! - [`store`]: durable state behind a narrow interface; SQLite with group commit.
 //! - `blobs`: file bodies on disk, named by file number only.
 //! - `rate`: the per-session message rate limit.
+//! - [`peers`]: limits per client address (connections, sign-ins), shared with the gateway.
 //! - [`signal`]: logging setup and the shutdown signal, for the binaries.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -25,6 +26,7 @@ mod context;
 mod handlers;
 mod hub;
 mod outbox;
+pub mod peers;
 mod pending;
 mod rate;
 pub mod server;
