@@ -10,13 +10,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use server::store::Store;
+use server::store::{Store, StoreLimits};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let dir = tempfile::tempdir().expect("a temp dir");
     // `normal` sync: this measures the CPU cost, not the disk's fsync.
-    let (store, _, _thread) = Store::open(dir.path(), false).expect("the store opens");
+    // No mailbox cap: the first groups never acknowledge what they store.
+    let limits = StoreLimits {
+        mailbox_messages: u64::MAX,
+        mailbox_bytes: u64::MAX,
+        ..StoreLimits::default()
+    };
+    let (store, _, _thread) = Store::open(dir.path(), false, 0, limits).expect("the store opens");
     let (from, to) = rt.block_on(async {
         (
             store.sign_in("alice").await.expect("alice"),
@@ -32,9 +38,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pipelined_x256", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let pending: Vec<_> = (0..256)
-                    .map(|_| store.store_direct(from, next(), to, body.clone()))
-                    .collect();
+                let mut pending = Vec::with_capacity(256);
+                for _ in 0..256 {
+                    pending.push(store.store_direct(from, next(), to, body.clone()).await);
+                }
                 for p in pending {
                     p.wait().await.expect("stored");
                 }
@@ -47,6 +54,7 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..256 {
                     store
                         .store_direct(from, next(), to, body.clone())
+                        .await
                         .wait()
                         .await
                         .expect("stored");
@@ -72,16 +80,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("100_pairs_x256", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let pending: Vec<_> = (0..256)
-                    .map(|i| {
-                        let (from, to) = pairs[i % pairs.len()];
-                        (to, store.store_direct(from, next(), to, body.clone()))
-                    })
-                    .collect();
+                let mut pending = Vec::with_capacity(256);
+                for i in 0..256 {
+                    let (from, to) = pairs[i % pairs.len()];
+                    pending.push((to, store.store_direct(from, next(), to, body.clone()).await));
+                }
                 for (to, p) in pending {
                     if let server::store::Stored::New(delivery) = p.wait().await.expect("stored") {
                         // Committed with the next batch, as acknowledgements are.
-                        store.forget(to, delivery);
+                        store.forget(to, delivery).await;
                     }
                 }
             })

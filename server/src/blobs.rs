@@ -4,7 +4,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The directory of file bodies.
@@ -50,11 +49,6 @@ impl Blobs {
             .open(self.part_path(file))?;
         f.set_len(u64::from(size))?;
         Ok(f)
-    }
-
-    /// Writes one chunk at `offset`.
-    pub(crate) fn write_at(part: &File, offset: u64, data: &[u8]) -> io::Result<()> {
-        part.write_all_at(data, offset)
     }
 
     /// Syncs the body, renames it into place and syncs the directory, so a

@@ -21,7 +21,7 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Seconds of silence after which a session ends.
-    #[arg(long, env = "CHAT_SESSION_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = "CHAT_SESSION_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
     pub session_timeout: f64,
 
     /// Most client connections open at once; more wait to be accepted.
@@ -53,13 +53,154 @@ pub struct Config {
     pub max_pending_broadcasts: usize,
 
     /// Seconds a closing connection gets to flush what is queued for it.
-    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 5.0)]
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 5.0, value_parser = seconds)]
     pub write_timeout: f64,
 
     /// SQLite durability: `full` syncs every commit to disk (survives power
     /// loss); `normal` survives a crash or kill of the server but not of the machine.
     #[arg(long, env = "CHAT_SYNC", default_value = "full", value_parser = ["full", "normal"])]
     pub sync: String,
+
+    /// Seconds a new connection has to send SESSION REQUEST or SESSION
+    /// PRESERVE before it gets SIGN_IN_TIMEOUT and is closed.
+    #[arg(long, env = "CHAT_SIGN_IN_TIMEOUT", default_value_t = 10.0, value_parser = seconds)]
+    pub sign_in_timeout: f64,
+
+    /// Connections one client address may have open at once (IPv6: per /64;
+    /// 0: no limit). More get TOO_MANY_CONNECTIONS and are closed.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// Sign-ins (SESSION REQUEST, or SESSION PRESERVE on a new connection)
+    /// per second one client address may make on average (0: no limit).
+    #[arg(long, env = "CHAT_SIGN_IN_RATE", default_value_t = 10.0, value_parser = rate)]
+    pub sign_in_rate: f64,
+
+    /// Sign-ins one client address may make at once above the rate.
+    #[arg(long, env = "CHAT_SIGN_IN_BURST", default_value_t = 100)]
+    pub sign_in_burst: u32,
+
+    /// Client addresses (CIDR) free of the per-address limits: a gateway on
+    /// the same machine connects from loopback for all of its browsers.
+    #[arg(
+        long,
+        env = "CHAT_IP_LIMITS_EXEMPT",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub ip_limits_exempt: Vec<ipnet::IpNet>,
+
+    /// Bytes queued for all connections together; past it, a connection
+    /// that already has unread bytes waiting is cut off as a slow reader.
+    #[arg(long, env = "CHAT_MAX_TOTAL_QUEUED_BYTES", default_value_t = 1 << 30)]
+    pub max_total_queued_bytes: usize,
+
+    /// Uploads one session may have open at once.
+    #[arg(long, env = "CHAT_MAX_UPLOADS", default_value_t = 8)]
+    pub max_uploads: usize,
+
+    /// Downloads one session may have open at once.
+    #[arg(long, env = "CHAT_MAX_DOWNLOADS", default_value_t = 32)]
+    pub max_downloads: usize,
+
+    /// Uploads and downloads open in the whole server (each holds a file
+    /// open). More get BUSY.
+    #[arg(long, env = "CHAT_MAX_OPEN_TRANSFERS", default_value_t = 4096)]
+    pub max_open_transfers: usize,
+
+    /// Seconds a transfer may go without a chunk before it is closed (an
+    /// upload's partial body is then discarded and its quota returned).
+    #[arg(long, env = "CHAT_TRANSFER_IDLE_TIMEOUT", default_value_t = 120.0, value_parser = seconds)]
+    pub transfer_idle_timeout: f64,
+
+    /// Unread direct messages kept for one user; more get MAILBOX_FULL.
+    #[arg(long, env = "CHAT_MAX_MAILBOX_MESSAGES", default_value_t = 10_000)]
+    pub max_mailbox_messages: u64,
+
+    /// Bytes of unread direct messages kept for one user; more get MAILBOX_FULL.
+    #[arg(long, env = "CHAT_MAX_MAILBOX_BYTES", default_value_t = 64 << 20)]
+    pub max_mailbox_bytes: u64,
+
+    /// Days an unread direct message is kept before it is deleted (0: forever).
+    #[arg(long, env = "CHAT_MAIL_EXPIRY_DAYS", default_value_t = 365.0, value_parser = days)]
+    pub mail_expiry_days: f64,
+
+    /// Queued messages sent ahead of the client's acknowledgements when a
+    /// mailbox is redelivered.
+    #[arg(long, env = "CHAT_REDELIVERY_WINDOW", default_value_t = 256)]
+    pub redelivery_window: usize,
+
+    /// Bytes one user may have reserved by uploads not yet finished.
+    #[arg(long, env = "CHAT_MAX_USER_RESERVED", default_value_t = 4 << 30)]
+    pub max_user_reserved: u64,
+
+    /// Files one user may have stored or uploading.
+    #[arg(long, env = "CHAT_MAX_USER_FILES", default_value_t = 10_000)]
+    pub max_user_files: u64,
+
+    /// Bytes every file is charged against the quotas at least (a small
+    /// file still takes a disk block and a database row).
+    #[arg(long, env = "CHAT_MIN_FILE_CHARGE", default_value_t = 4096)]
+    pub min_file_charge: u64,
+
+    /// Free bytes the data directory's disk must keep; below it, messages
+    /// and uploads get INSUFFICIENT_STORAGE and nothing is written.
+    #[arg(long, env = "CHAT_MIN_FREE_DISK", default_value_t = 512 << 20)]
+    pub min_free_disk: u64,
+
+    /// Days a record of an issued session number is kept.
+    #[arg(long, env = "CHAT_SESSION_RECORD_DAYS", default_value_t = 7.0, value_parser = days)]
+    pub session_record_days: f64,
+
+    /// Requests waiting for the database at most; a client sending faster
+    /// than the disk commits waits instead of growing the queue.
+    #[arg(long, env = "CHAT_STORE_QUEUE", default_value_t = 4096)]
+    pub store_queue: usize,
+}
+
+/// The longest duration a flag accepts: a week, far beyond any sensible
+/// timeout, and far from where float seconds overflow a `Duration`.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// A positive, finite number of seconds, at most a week.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        Ok(v)
+    } else {
+        Err(format!(
+            "expected seconds between 0 and {MAX_SECONDS} (a week), got {s}"
+        ))
+    }
+}
+
+/// A finite number of days from 0 to 100 years; 0 means "never".
+fn days(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.0..=36_500.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("expected days between 0 and 36500, got {s}"))
+    }
+}
+
+/// A finite, non-negative rate per second.
+fn rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.0..=1e9).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "expected a rate between 0 and 1e9 per second, got {s}"
+        ))
+    }
+}
+
+/// A duration from seconds that the flag parsers bounded; never panics,
+/// whatever a struct built by hand holds.
+fn duration(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.clamp(0.001, 100.0 * 365.0 * 86_400.0))
+        .unwrap_or(Duration::from_secs(1))
 }
 
 impl Config {
@@ -78,17 +219,70 @@ impl Config {
             max_pending_broadcasts: 1000,
             write_timeout: 5.0,
             sync: "full".into(),
+            sign_in_timeout: 10.0,
+            max_connections_per_ip: 64,
+            sign_in_rate: 10.0,
+            sign_in_burst: 100,
+            ip_limits_exempt: vec![
+                ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            max_total_queued_bytes: 1 << 30,
+            max_uploads: 8,
+            max_downloads: 32,
+            max_open_transfers: 4096,
+            transfer_idle_timeout: 120.0,
+            max_mailbox_messages: 10_000,
+            max_mailbox_bytes: 64 << 20,
+            mail_expiry_days: 365.0,
+            redelivery_window: 256,
+            max_user_reserved: 4 << 30,
+            max_user_files: 10_000,
+            min_file_charge: 4096,
+            min_free_disk: 512 << 20,
+            session_record_days: 7.0,
+            store_queue: 4096,
         }
     }
 
     /// The session timeout as a duration.
     pub fn session_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.session_timeout.max(0.001))
+        duration(self.session_timeout)
     }
 
     /// The write timeout as a duration.
     pub fn write_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.write_timeout.max(0.0))
+        duration(self.write_timeout)
+    }
+
+    /// The sign-in deadline as a duration.
+    pub fn sign_in_timeout(&self) -> Duration {
+        duration(self.sign_in_timeout)
+    }
+
+    /// The transfer idle timeout as a duration.
+    pub fn transfer_idle_timeout(&self) -> Duration {
+        duration(self.transfer_idle_timeout)
+    }
+
+    /// How long unread mail is kept; `None` for ever.
+    pub fn mail_expiry(&self) -> Option<Duration> {
+        (self.mail_expiry_days > 0.0).then(|| duration(self.mail_expiry_days * 86_400.0))
+    }
+
+    /// How long records of issued session numbers are kept.
+    pub fn session_record_age(&self) -> Duration {
+        duration(self.session_record_days * 86_400.0)
+    }
+
+    /// The per-address limits.
+    pub fn peer_limits(&self) -> crate::peers::PeerLimitConfig {
+        crate::peers::PeerLimitConfig {
+            max_connections: self.max_connections_per_ip,
+            sign_in_rate: self.sign_in_rate,
+            sign_in_burst: f64::from(self.sign_in_burst.max(1)),
+            exempt: self.ip_limits_exempt.clone(),
+        }
     }
 
     /// The effective file size limit, never above the format's ceiling.

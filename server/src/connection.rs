@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use proto::{decode_from, ErrorCode, Packet};
+use proto::{decode_request_from, ErrorCode, Packet};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::handlers;
 use crate::hub::Session;
 use crate::outbox::{Outbox, OutboxReceiver};
+use crate::redelivery;
 
 /// Bytes read from the socket at a time, at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -26,8 +27,12 @@ const MAX_BATCH: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) ctx: Arc<Context>,
+    pub(crate) peer: SocketAddr,
     pub(crate) out: Outbox,
     pub(crate) session: Option<Arc<Session>>,
+    /// The redelivery of the session's mailbox to this connection, if one
+    /// is running; it stops when the connection ends.
+    pub(crate) redelivery: Option<redelivery::Running>,
     /// Replies not yet handed to the writer, encoded back to back. Answers
     /// to a run of requests (chunks of a transfer, say) go out as one
     /// buffer in one write, instead of a buffer and a wake-up each.
@@ -49,40 +54,12 @@ impl Connection {
         }
     }
 
-    /// Queues an already encoded reply, in order with [`Connection::reply`].
-    pub(crate) fn reply_bytes(&self, bytes: &[u8]) {
-        self.replies().extend_from_slice(bytes);
-    }
-
     /// Hands the queued replies to the writer. The buffer goes with them,
     /// so an idle connection keeps none.
     pub(crate) fn flush(&self) {
         let mut out = self.replies();
         if !out.is_empty() {
             self.out.send(std::mem::take(&mut *out).freeze());
-        }
-    }
-
-    /// [`Connection::flush`], after waiting for the client to read enough
-    /// that the replies fit: for long runs of replies, such as the
-    /// redelivery of everything a user missed.
-    /// A client that reads nothing for the write timeout meanwhile is cut
-    /// off as a slow reader, so a stalled client cannot hold its
-    /// connection's task (or the server's shutdown) forever.
-    pub(crate) async fn flush_paced(&self) {
-        let len = self.replies().len();
-        if len > 0 {
-            let wait = self.ctx.config.write_timeout();
-            if tokio::time::timeout(wait, self.out.room_for(len))
-                .await
-                .is_err()
-            {
-                self.out.close(
-                    ErrorCode::SlowReader,
-                    format!("nothing was read for {:.1} s", wait.as_secs_f64()),
-                );
-            }
-            self.flush();
         }
     }
 
@@ -118,14 +95,18 @@ pub(crate) async fn serve(
         tracing::debug!("connected");
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
-        let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes);
+        let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes, ctx.budget.clone());
         let write_task = tokio::spawn(write_loop(writer, receiver).in_current_span());
         let mut conn = Connection {
             ctx: ctx.clone(),
+            peer,
             out: out.clone(),
             session: None,
+            redelivery: None,
             replies: Mutex::new(BytesMut::new()),
         };
+        let sign_in_deadline = tokio::time::sleep(ctx.config.sign_in_timeout());
+        tokio::pin!(sign_in_deadline);
         // The read buffer is allocated only while bytes are in it, so an
         // idle connection costs a few hundred bytes, not a buffer.
         let mut buf = BytesMut::new();
@@ -134,6 +115,13 @@ pub(crate) async fn serve(
                 biased;
                 _ = shutdown.cancelled() => break Some(error_packet(0, ErrorCode::ShuttingDown, "the server is shutting down")),
                 _ = out.closing() => break out.close_reason().map(|(code, text)| error_packet(0, code, &text)),
+                _ = &mut sign_in_deadline, if conn.session.is_none() => {
+                    tracing::debug!("no sign-in in time");
+                    break Some(error_packet(0, ErrorCode::SignInTimeout, &format!(
+                        "no SESSION REQUEST or SESSION PRESERVE within {:.1} s",
+                        ctx.config.sign_in_timeout
+                    )));
+                }
                 ready = reader.readable() => {
                     if let Err(e) = ready {
                         tracing::debug!(error = %e, "read failed");
@@ -167,6 +155,7 @@ pub(crate) async fn serve(
             }
         };
         detach(&conn);
+        conn.redelivery = None;
         out.finish(last.as_ref());
         // Give the writer a bounded time to flush; a client that does not
         // read cannot hold the task forever.
@@ -189,9 +178,9 @@ pub(crate) async fn serve(
 async fn drain_packets(conn: &mut Connection, buf: &mut BytesMut) -> Option<Packet> {
     let mut pipeline = handlers::Pipeline::default();
     let end = loop {
-        match decode_from(buf) {
+        match decode_request_from(buf) {
             Ok(Some(packet)) => {
-                if let Some(packet) = pipeline.try_start(conn, packet) {
+                if let Some(packet) = pipeline.try_start(conn, packet).await {
                     pipeline.finish(conn).await;
                     let chunk = matches!(
                         packet,
@@ -236,7 +225,7 @@ fn detach(conn: &Connection) {
     if let Some(session) = &conn.session {
         let mut st = session.state();
         if st.conn.as_ref().is_some_and(|c| c.same(&conn.out)) {
-            st.conn = None;
+            session.set_conn(&mut st, None);
         }
     }
 }

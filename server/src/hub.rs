@@ -1,39 +1,43 @@
-//! Live sessions and live delivery.
+//! Live sessions: the registry, presence, and live delivery.
 //!
 //! The hub knows which sessions exist, which connection each one is on,
 //! and pushes messages to them. It is in memory and local to one server
 //! process: a multi-server deployment replaces it with one that publishes
 //! deliveries on a message bus; its callers see only these methods.
+//!
+//! Locks: the hub's lock is never held while a session's is taken. What
+//! the hub asks of a session under its own lock (is it on a connection,
+//! when was it last heard from) is kept in atomics.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use crate::outbox::Outbox;
 use crate::pending::PendingBroadcasts;
 use crate::rate::TokenBucket;
+use crate::transfers::Transfers;
 
-/// An upload in progress, owned by its session.
-#[derive(Debug)]
-pub(crate) struct Upload {
-    pub(crate) file: u64,
-    pub(crate) size: u32,
-    pub(crate) part: Arc<File>,
-    /// One bit per chunk received.
-    pub(crate) received: Vec<u64>,
-    pub(crate) remaining: u32,
+/// Milliseconds since the process's first call: a clock that fits an atomic.
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// A download in progress, owned by its session.
-#[derive(Debug)]
-pub(crate) struct Download {
-    pub(crate) size: u32,
-    pub(crate) body: File,
-    /// A read-ahead window of the body: (offset, bytes).
-    pub(crate) cache: (u64, Bytes),
+/// Where a redelivery of the mailbox stands, while one runs.
+#[derive(Debug, Default)]
+pub(crate) struct Redelivery {
+    /// A redelivery task is sending the stored mailbox: live direct
+    /// messages are left to it, so each arrives once and in order.
+    pub(crate) running: bool,
+    /// A live direct message was left to the redelivery since it last
+    /// looked at the store: it must look again before it stops.
+    pub(crate) missed: bool,
+    /// Redelivered numbers not yet acknowledged, in increasing order.
+    pub(crate) in_flight: std::collections::VecDeque<u64>,
 }
 
 /// The mutable part of a session.
@@ -41,12 +45,10 @@ pub(crate) struct Download {
 pub(crate) struct SessionState {
     /// The connection the session is on; `None` while the client is away.
     pub(crate) conn: Option<Outbox>,
-    pub(crate) last_seen: Instant,
-    pub(crate) uploads: HashMap<u64, Upload>,
-    pub(crate) downloads: HashMap<u64, Download>,
     /// Broadcast deliveries not yet acknowledged, as encoded packets.
     pub(crate) pending_broadcasts: PendingBroadcasts,
     pub(crate) rate: TokenBucket,
+    pub(crate) redelivery: Redelivery,
     pub(crate) ended: bool,
 }
 
@@ -56,24 +58,40 @@ pub(crate) struct Session {
     pub(crate) id: u64,
     pub(crate) user: u64,
     pub(crate) name: String,
+    /// [`now_ms`] when the client was last heard from.
+    last_seen: AtomicU64,
+    /// Whether the session is on a connection; mirrors `state.conn`.
+    attached: AtomicBool,
     state: Mutex<SessionState>,
+    /// Uploads and downloads, under a lock of their own.
+    pub(crate) transfers: Transfers,
+    /// Wakes a redelivery waiting for acknowledgements.
+    pub(crate) acked: tokio::sync::Notify,
 }
 
 impl Session {
-    pub(crate) fn new(id: u64, user: u64, name: String, conn: Outbox, rate: TokenBucket) -> Self {
+    /// A session that counts as attached (its name is taken) but has no
+    /// connection yet: its connection is set once the cookie is on its way,
+    /// so nothing live can overtake the cookie.
+    pub(crate) fn new(id: u64, user: u64, name: String, rate: TokenBucket) -> Self {
         Self {
             id,
             user,
             name,
+            last_seen: AtomicU64::new(now_ms()),
+            attached: AtomicBool::new(true),
             state: Mutex::new(SessionState {
-                conn: Some(conn),
-                last_seen: Instant::now(),
-                uploads: HashMap::new(),
-                downloads: HashMap::new(),
+                conn: None,
                 pending_broadcasts: PendingBroadcasts::default(),
                 rate,
+                redelivery: Redelivery {
+                    running: true,
+                    ..Redelivery::default()
+                },
                 ended: false,
             }),
+            transfers: Transfers::default(),
+            acked: tokio::sync::Notify::new(),
         }
     }
 
@@ -85,13 +103,41 @@ impl Session {
 
     /// Marks the session as active now.
     pub(crate) fn touch(&self) {
-        self.state().last_seen = Instant::now();
+        self.last_seen.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Queues bytes on the session's connection, if it has one.
-    pub(crate) fn push(&self, bytes: Bytes) {
-        if let Some(conn) = &self.state().conn {
+    /// Moves the session to `conn` (or off any connection), returning the
+    /// connection it was on. Call with the state locked.
+    pub(crate) fn set_conn(&self, st: &mut SessionState, conn: Option<Outbox>) -> Option<Outbox> {
+        self.attached.store(conn.is_some(), Ordering::Release);
+        std::mem::replace(&mut st.conn, conn)
+    }
+
+    /// Whether the session is on a connection now.
+    pub(crate) fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+
+    /// Pushes a direct message to the session's connection, unless a
+    /// redelivery is sending the mailbox, which will find it in the store.
+    pub(crate) fn push_direct(&self, bytes: Bytes) {
+        let mut st = self.state();
+        if st.redelivery.running {
+            tracing::debug!(user = self.user, "live message left to the redelivery");
+            st.redelivery.missed = true;
+        } else if let Some(conn) = &st.conn {
             conn.send(bytes);
+        }
+    }
+
+    /// The client acknowledged `delivery`: a waiting redelivery may send more.
+    pub(crate) fn acknowledged(&self, delivery: u64) {
+        let mut st = self.state();
+        let q = &mut st.redelivery.in_flight;
+        if let Ok(at) = q.binary_search(&delivery) {
+            q.remove(at);
+            drop(st);
+            self.acked.notify_one();
         }
     }
 }
@@ -122,7 +168,7 @@ impl Hub {
         self.lock()
             .by_user
             .get(&user)
-            .is_some_and(|s| s.state().conn.is_some())
+            .is_some_and(|s| s.is_attached())
     }
 
     /// Registers a new session. A session of the same user that is on a
@@ -131,7 +177,7 @@ impl Hub {
     pub(crate) fn insert(&self, session: Arc<Session>) -> Result<Option<Arc<Session>>, NameInUse> {
         let mut s = self.lock();
         let replaced = match s.by_user.get(&session.user) {
-            Some(old) if old.state().conn.is_some() => return Err(NameInUse),
+            Some(old) if old.is_attached() => return Err(NameInUse),
             Some(old) => Some(old.clone()),
             None => None,
         };
@@ -154,18 +200,23 @@ impl Hub {
         let mut users: Vec<u64> = s
             .by_user
             .values()
-            .filter(|session| session.state().conn.is_some())
+            .filter(|session| session.is_attached())
             .map(|session| session.user)
             .collect();
         users.sort_unstable();
         users
     }
 
-    /// Pushes an encoded packet to `user`'s connection, if there is one.
+    /// Every live session, for sweeps that visit each one.
+    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
+        self.lock().by_id.values().cloned().collect()
+    }
+
+    /// Pushes an encoded direct message to `user`'s connection, if there is one.
     pub(crate) fn deliver(&self, user: u64, bytes: Bytes) {
         let session = self.lock().by_user.get(&user).cloned();
         if let Some(session) = session {
-            session.push(bytes);
+            session.push_direct(bytes);
         }
     }
 
@@ -188,16 +239,16 @@ impl Hub {
     }
 
     /// Removes and returns the sessions silent for `timeout` or longer.
-    pub(crate) fn take_expired(
-        &self,
-        now: Instant,
-        timeout: std::time::Duration,
-    ) -> Vec<Arc<Session>> {
+    pub(crate) fn take_expired(&self, timeout: Duration) -> Vec<Arc<Session>> {
+        let now = now_ms();
+        let timeout = timeout.as_millis() as u64;
         let mut s = self.lock();
         let expired: Vec<Arc<Session>> = s
             .by_id
             .values()
-            .filter(|session| now.duration_since(session.state().last_seen) >= timeout)
+            .filter(|session| {
+                now.saturating_sub(session.last_seen.load(Ordering::Relaxed)) >= timeout
+            })
             .cloned()
             .collect();
         for session in &expired {

@@ -7,7 +7,11 @@
 //! - `connection`: one client connection: read, decode, dispatch; the writer task.
 //! - `outbox`: the bounded queue of bytes for one connection (slow readers are cut off).
 //! - `handlers/`: one file per concept: session, users, messages, files.
-//! - `hub`: live sessions and live delivery (the seam for a multi-server bus).
+//! - `hub`: live sessions: registry, presence and live delivery (the seam for a multi-server bus).
+//! - `redelivery`: a mailbox sent page by page, paced by the client's acknowledgements.
+//! - `transfers/`: uploads and downloads, each owning its file, chunk set,
+//!   buffers and quota reservation (`quota`).
+//! - `disk`: the free-disk floor.
 //! - [`store`]: durable state behind a narrow interface; SQLite with group commit.
 //! - `blobs`: file bodies on disk, named by file number only.
 //! - `rate`: the per-session message rate limit.
@@ -23,15 +27,18 @@ mod blobs;
 pub mod config;
 mod connection;
 mod context;
+mod disk;
 mod handlers;
 mod hub;
 mod outbox;
 pub mod peers;
 mod pending;
 mod rate;
+mod redelivery;
 pub mod server;
 pub mod signal;
 pub mod store;
+mod transfers;
 
 pub use config::Config;
 pub use server::{start, RunningServer, StartError};

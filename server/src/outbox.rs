@@ -3,7 +3,9 @@
 //! Anyone may push to a connection (its own handlers, or another user's
 //! task delivering a message) without waiting. The bytes queued are
 //! counted, and a connection whose client stops reading is closed once the
-//! count passes the limit, instead of letting memory grow.
+//! count passes the limit, instead of letting memory grow. Every outbox
+//! also draws on one [`Budget`] for the whole server, so the limit per
+//! connection times the number of connections is not the bound on memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +23,23 @@ struct Queue {
     ended: bool,
 }
 
+/// The bytes queued for all connections together, and their limit.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes for every outbox together.
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     // A plain deque rather than a channel: it allocates nothing while the
@@ -31,6 +50,7 @@ struct Shared {
     drained: Notify,
     queued: AtomicUsize,
     limit: usize,
+    budget: Arc<Budget>,
     closing: CancellationToken,
     // Mirrors `closing` for the per-packet check: the token's own check
     // takes a lock, which showed in profiles of broadcast fan-out.
@@ -49,6 +69,19 @@ impl Shared {
         self.closed.store(true, Ordering::Relaxed);
         self.closing.cancel();
         self.drained.notify_waiters();
+    }
+
+    fn sub(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.budget.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Shared {
+    /// Bytes never written go back to the server's budget.
+    fn drop(&mut self) {
+        let left = *self.queued.get_mut();
+        self.budget.used.fetch_sub(left, Ordering::Relaxed);
     }
 }
 
@@ -89,7 +122,7 @@ impl OutboxReceiver {
                     if q.frames.is_empty() && q.frames.capacity() > 16 {
                         q.frames = VecDeque::new();
                     }
-                    self.shared.queued.fetch_sub(taken, Ordering::Relaxed);
+                    self.shared.sub(taken);
                     drop(q);
                     self.shared.drained.notify_waiters();
                     return true;
@@ -123,14 +156,16 @@ impl Outbox {
         }
     }
 
-    /// A new queue that holds at most `limit` unwritten bytes.
-    pub(crate) fn new(limit: usize) -> (Self, OutboxReceiver) {
+    /// A new queue that holds at most `limit` unwritten bytes, drawing on
+    /// the server's `budget`.
+    pub(crate) fn new(limit: usize, budget: Arc<Budget>) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             drained: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
+            budget,
             closing: CancellationToken::new(),
             closed: AtomicBool::new(false),
             reason: Mutex::new(None),
@@ -171,21 +206,31 @@ impl Outbox {
         if self.shared.closed.load(Ordering::Relaxed) {
             return false;
         }
-        let before = self.shared.queued.fetch_add(len, Ordering::Relaxed);
-        // An empty queue takes any one frame, however large.
-        if before > 0 && before + len > self.shared.limit {
-            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
-            self.close(
-                ErrorCode::SlowReader,
-                format!(
-                    "more than {} bytes were waiting for this connection to read",
-                    self.shared.limit
-                ),
-            );
+        let shared = &self.shared;
+        let before = shared.queued.fetch_add(len, Ordering::Relaxed);
+        let total = shared.budget.used.fetch_add(len, Ordering::Relaxed);
+        // An empty queue takes any one frame, however large: a client that
+        // reads is never cut off, only one with a backlog.
+        let over = if before > 0 && before + len > shared.limit {
+            Some(format!(
+                "more than {} bytes were waiting for this connection to read",
+                shared.limit
+            ))
+        } else if before > 0 && total + len > shared.budget.limit {
+            Some(format!(
+                "the server holds {} bytes for clients that do not read, its limit; this connection had {before} waiting",
+                shared.budget.limit
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = over {
+            shared.sub(len);
+            self.close(ErrorCode::SlowReader, why);
             return false;
         }
         if !self.push(frames) {
-            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+            shared.sub(len);
             return false;
         }
         true
@@ -216,8 +261,12 @@ impl Outbox {
         if let Some(p) = last {
             let mut buf = BytesMut::new();
             if p.encode(&mut buf).is_ok() {
-                self.shared.queued.fetch_add(buf.len(), Ordering::Relaxed);
-                self.push([buf.freeze()]);
+                let n = buf.len();
+                self.shared.queued.fetch_add(n, Ordering::Relaxed);
+                self.shared.budget.used.fetch_add(n, Ordering::Relaxed);
+                if !self.push([buf.freeze()]) {
+                    self.shared.sub(n);
+                }
             }
         }
         self.shared.queue().ended = true;

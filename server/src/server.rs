@@ -1,13 +1,14 @@
 //! Starting, running and stopping the server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::ErrorCode;
+use bytes::BytesMut;
+use proto::{ErrorCode, Packet};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,8 +17,17 @@ use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::connection;
 use crate::context::Context;
+use crate::disk::Disk;
 use crate::hub::Hub;
-use crate::store::{Store, StoreError};
+use crate::outbox::Budget;
+use crate::peers::PeerLimits;
+use crate::store::{Store, StoreError, StoreLimits};
+use crate::transfers::quota::Quota;
+
+/// How often unread mail past its age and old session records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often the free disk space is read.
+const DISK_EVERY: Duration = Duration::from_secs(2);
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -76,7 +86,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(&format!("cannot create {}", config.data_dir.display())))?;
-    let (store, recovered, store_thread) = Store::open(&config.data_dir, config.sync == "full")?;
+    raise_open_files_limit();
+    let limits = StoreLimits {
+        mailbox_messages: config.max_mailbox_messages,
+        mailbox_bytes: config.max_mailbox_bytes,
+        user_files: config.max_user_files,
+        queue: config.store_queue,
+    };
+    let (store, recovered, store_thread) = Store::open(
+        &config.data_dir,
+        config.sync == "full",
+        config.min_file_charge,
+        limits,
+    )?;
     let blobs = Blobs::open(&config.data_dir, &recovered.incomplete_files)
         .map_err(io("cannot open the files directory"))?;
     let listener = TcpListener::bind(config.listen)
@@ -87,11 +109,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map_err(io("cannot read the bound address"))?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "chat server listening");
     let ctx = Arc::new(Context {
+        quota: Quota::new(
+            recovered.bytes_stored,
+            config.storage_quota,
+            config.max_user_reserved,
+            config.min_file_charge,
+        ),
+        open_files: Arc::new(Semaphore::new(config.max_open_transfers)),
+        budget: Budget::new(config.max_total_queued_bytes),
+        peers: PeerLimits::new(config.peer_limits()),
+        disk: Disk::new(config.data_dir.clone(), config.min_free_disk),
         config,
         store,
         blobs,
         hub: Hub::default(),
-        storage_used: AtomicU64::new(recovered.bytes_stored),
     });
     let shutdown = CancellationToken::new();
     let done = tokio::spawn(run(listener, ctx, shutdown.clone(), store_thread));
@@ -110,6 +141,7 @@ async fn run(
 ) {
     let tracker = TaskTracker::new();
     tracker.spawn(expire_sessions(ctx.clone(), shutdown.clone()));
+    tracker.spawn(upkeep(ctx.clone(), shutdown.clone()));
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -125,10 +157,20 @@ async fn run(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-                tracker.spawn(async move {
-                    connection::serve(stream, peer, ctx, shutdown).await;
-                    drop(permit);
-                });
+                match ctx.peers.connect(peer.ip()) {
+                    Ok(address) => {
+                        tracker.spawn(async move {
+                            connection::serve(stream, peer, ctx, shutdown).await;
+                            drop((permit, address));
+                        });
+                    }
+                    Err(refused) => {
+                        tracker.spawn(async move {
+                            refuse(stream, &ctx, refused.limit).await;
+                            drop(permit);
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // Running out of descriptors must not spin the loop.
@@ -147,8 +189,7 @@ async fn run(
             &session,
             ErrorCode::ShuttingDown,
             "the server is shutting down".into(),
-        )
-        .await;
+        );
     }
     // The store thread ends when the last handle is gone.
     drop(ctx);
@@ -165,10 +206,79 @@ async fn expire_sessions(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            now = interval.tick() => {
-                for session in ctx.hub.take_expired(now, timeout) {
+            _ = interval.tick() => {
+                for session in ctx.hub.take_expired(timeout) {
                     let why = format!("session expired after {:.3} s without a packet", timeout.as_secs_f64());
-                    ctx.end_session(&session, ErrorCode::BadSession, why).await;
+                    ctx.end_session(&session, ErrorCode::BadSession, why);
+                }
+            }
+        }
+    }
+}
+
+/// Tells a client over its address's connection limit why, and closes.
+async fn refuse(mut stream: TcpStream, ctx: &Context, limit: usize) {
+    let packet = Packet::Error {
+        request_type: 0,
+        code: ErrorCode::TooManyConnections,
+        subject: 0,
+        text: format!("your address has {limit} connections open, the most allowed"),
+    };
+    let mut buf = BytesMut::new();
+    if packet.encode(&mut buf).is_ok() {
+        let _ = tokio::time::timeout(ctx.config.write_timeout(), async {
+            stream.write_all(&buf).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection
+/// and each transfer holds a descriptor, and the soft default (often 1024)
+/// is far below what `--max-connections` allows.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(to = ?limit.maximum, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+        }
+    }
+}
+
+/// The server's housekeeping: idle transfers are closed, the free disk
+/// space is read, and old mail and session records are pruned.
+async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let idle = ctx.config.transfer_idle_timeout();
+    let tick = (idle / 4).clamp(Duration::from_millis(10), DISK_EVERY);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            now = interval.tick() => {
+                let swept: usize = ctx.hub.all().iter().map(|s| s.transfers.sweep(idle)).sum();
+                if swept > 0 {
+                    tracing::info!(swept, "idle transfers closed");
+                }
+                let disk = ctx.clone();
+                let _ = tokio::task::spawn_blocking(move || disk.disk.refresh()).await;
+                if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
+                    last_prune = Some(now);
+                    match ctx.store.prune(ctx.config.session_record_age(), ctx.config.mail_expiry()).await {
+                        Ok(p) if p.sessions + p.messages > 0 => {
+                            tracing::info!(sessions = p.sessions, messages = p.messages, "pruned");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                    }
                 }
             }
         }

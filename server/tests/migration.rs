@@ -62,7 +62,7 @@ async fn a_first_release_database_keeps_its_queue_numbers_and_duplicates() {
         db.execute_batch(FIRST_SCHEMA).unwrap();
         db.execute_batch(
             "INSERT INTO users (id, name, created_at) VALUES (1, 'alice', 0), (2, 'bob', 0);
-             INSERT INTO messages (id, recipient, sender, body, created_at) VALUES (7, 2, 1, CAST('queued before' AS BLOB), 0);
+             INSERT INTO messages (id, recipient, sender, body, created_at) VALUES (7, 2, 1, CAST('queued before' AS BLOB), CAST(strftime('%s', 'now') AS INTEGER));
              -- Messages 8 and 9 were delivered and deleted; their numbers stay used.
              UPDATE sqlite_sequence SET seq = 9 WHERE name = 'messages';
              INSERT INTO sent (sender, number, created_at) VALUES (1, 100, 0), (1, 101, 0), (1, 103, 0);",

@@ -74,10 +74,13 @@ async fn a_second_sign_in_and_server_packets_are_unexpected() {
     })
     .await;
     assert_eq!(a.recv_error().await.0, ErrorCode::UnexpectedPacket);
-    a.send(Packet::MessageResponse { message: 3 }).await;
-    let (code, t, _, _) = a.recv_error().await;
-    assert_eq!((code, t), (ErrorCode::UnexpectedPacket, 10));
     assert_eq!(a.users().await, vec![a.user]);
+    // A packet type only servers send is refused from its header, and the
+    // connection closes: its body is never read.
+    a.send_raw(&[0, 6, 0xff, 0xff]).await;
+    let (code, t, _, _) = a.recv_error().await;
+    assert_eq!((code, t), (ErrorCode::UnexpectedPacket, 6));
+    a.expect_closed().await;
 }
 
 #[tokio::test]

@@ -2,33 +2,34 @@
 //!
 //! Uploads are written to a temporary body and only become visible once
 //! every chunk is on disk, synced and renamed. Transactions belong to the
-//! session that opened them.
+//! session that opened them (see `transfers`); every disk operation runs on
+//! the blocking pool, holding no lock but the transfer's own.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::limits::{chunk_count, chunk_len, validate_file_name, CHUNK_SIZE};
+use proto::limits::validate_file_name;
 use proto::{kind, ErrorCode, Packet};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::blobs::Blobs;
 use crate::connection::Connection;
-use crate::hub::{Download, Session, Upload};
+use crate::hub::Session;
+use crate::transfers::download::Download;
+use crate::transfers::quota::QuotaRefused;
+use crate::transfers::upload::{Accepted, Upload};
+use crate::transfers::Kind;
 
-/// Transfers one session may have open at once; each holds a file open.
-const MAX_TRANSFERS: usize = 64;
-/// Bytes read from disk at a time for downloads.
-const READ_AHEAD: usize = 64 * 1024;
 /// The format's list length is 16 bits: at most this many files are listed.
 const MAX_LISTED: usize = u16::MAX as usize;
 
-fn transaction_number() -> u64 {
-    loop {
-        let n: u64 = rand::random();
-        if n != 0 {
-            return n;
-        }
-    }
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }
 
 /// FILES REQUEST: every complete file (the newest 65535 if there are more).
@@ -63,23 +64,48 @@ pub(super) async fn data(conn: &Connection, file: u64) {
     }
 }
 
-fn too_many_transfers(conn: &Connection, session: &Session, t: u16, subject: u64) -> bool {
-    let st = session.state();
-    let open = st.uploads.len() + st.downloads.len();
-    drop(st);
-    if open >= MAX_TRANSFERS {
+/// Checks the session's limit for `kind` and takes a permit of the
+/// server's open-files cap; `None` (answered) when either is reached.
+fn open_slot(
+    conn: &Connection,
+    session: &Session,
+    kind: Kind,
+    t: u16,
+    subject: u64,
+) -> Option<OwnedSemaphorePermit> {
+    let config = &conn.ctx.config;
+    let (max, what) = match kind {
+        Kind::Upload => (config.max_uploads, "uploads"),
+        Kind::Download => (config.max_downloads, "downloads"),
+    };
+    if session.transfers.count(kind) >= max {
         conn.error(
             t,
             ErrorCode::RateLimited,
             subject,
-            format!("at most {MAX_TRANSFERS} transfers may be open at once"),
+            format!("at most {max} {what} may be open at once; finish one first"),
         );
-        return true;
+        return None;
     }
-    false
+    match conn.ctx.open_files.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            conn.error(
+                t,
+                ErrorCode::Busy,
+                subject,
+                format!(
+                    "the server has {} transfers open, its limit; try again in a moment",
+                    config.max_open_transfers
+                ),
+            );
+            None
+        }
+    }
 }
 
-/// FILE UPLOAD REQUEST: checks name, size and quota, opens a transaction.
+/// FILE UPLOAD REQUEST: checks name, size, limits and quotas, creates the
+/// partial body and opens a transaction.
 pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32, name: String) {
     const T: u16 = kind::FILE_UPLOAD_REQUEST;
     let ctx = conn.ctx.clone();
@@ -100,26 +126,49 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
             format!("the file is {size} bytes; at most {max} are accepted"),
         );
     }
-    if too_many_transfers(conn, session, T, 0) {
+    if let Some(why) = ctx.disk.refuse(u64::from(size)) {
+        return conn.error(T, ErrorCode::InsufficientStorage, 0, why);
+    }
+    let Some(permit) = open_slot(conn, session, Kind::Upload, T, 0) else {
         return;
-    }
-    if !ctx.reserve_storage(u64::from(size)) {
-        return conn.error(
-            T,
-            ErrorCode::TooLarge,
-            0,
-            "the server's storage quota is used up",
-        );
-    }
-    let file = match ctx.store.create_file(&name, size, session.user).await {
-        Ok(file) => file,
-        Err(e) => {
-            ctx.release_storage(u64::from(size));
-            return super::session::server_error(conn, T, 0, &e);
+    };
+    let mut reservation = match ctx.quota.reserve(session.user, u64::from(size)) {
+        Ok(r) => r,
+        Err(QuotaRefused::Server) => {
+            return conn.error(
+                T,
+                ErrorCode::TooLarge,
+                0,
+                "the server's storage quota is used up",
+            )
+        }
+        Err(QuotaRefused::User(reserved)) => {
+            return conn.error(
+                T,
+                ErrorCode::TooLarge,
+                0,
+                format!(
+                    "your unfinished uploads already reserve {reserved} bytes (at most {}); finish or abandon one first",
+                    ctx.config.max_user_reserved
+                ),
+            )
         }
     };
+    let file = match ctx.store.create_file(&name, size, session.user).await {
+        Ok(Ok(file)) => file,
+        Ok(Err(crate::store::FileRefused::TooManyFiles(n))) => {
+            return conn.error(
+                T,
+                ErrorCode::TooLarge,
+                0,
+                format!("you have {n} files on the server, the most one user may have"),
+            )
+        }
+        Err(e) => return super::session::server_error(conn, T, 0, &e),
+    };
+    reservation.attach(file, ctx.blobs.clone(), ctx.store.clone());
     let blobs = ctx.blobs.clone();
-    let created = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+    let created = blocking(move || {
         let part = blobs.create_part(file, size)?;
         if size == 0 {
             blobs.commit(file, &part)?;
@@ -128,12 +177,9 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
     })
     .await;
     let part = match created {
-        Ok(Ok(part)) => part,
-        failed => {
-            tracing::error!(?failed, file, "could not create an upload body");
-            ctx.blobs.discard(file);
-            ctx.release_storage(u64::from(size));
-            let _ = ctx.store.discard_file(file).await;
+        Ok(part) => part,
+        Err(e) => {
+            tracing::error!(error = %e, file, "could not create an upload body");
             return conn.error(
                 T,
                 ErrorCode::ServerError,
@@ -142,36 +188,26 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
             );
         }
     };
-    let transaction = transaction_number();
     if size == 0 {
         if let Err(e) = ctx.store.complete_file(file).await {
             return super::session::server_error(conn, T, 0, &e);
         }
+        reservation.keep();
         tracing::info!(file, %name, "empty file stored");
-    } else {
-        let chunks = chunk_count(size);
-        let mut st = session.state();
-        if st.ended {
-            drop(st);
-            ctx.blobs.discard(file);
-            ctx.release_storage(u64::from(size));
-            return;
-        }
-        st.uploads.insert(
-            transaction,
-            Upload {
-                file,
-                size,
-                part: Arc::new(part),
-                received: vec![0; chunks.div_ceil(64) as usize],
-                remaining: chunks,
-            },
-        );
+        // An empty file has no chunks: its transaction is done already.
+        let transaction = rand::random::<u64>() | 1;
+        return conn.reply(Packet::FileUploadResponse { file, transaction });
     }
+    let upload = Upload::new(file, size, part, reservation, permit);
+    if session.state().ended {
+        return; // dropping the upload discards it
+    }
+    let transaction = session.transfers.add_upload(upload);
     conn.reply(Packet::FileUploadResponse { file, transaction });
 }
 
-/// UPLOAD CHUNK REQUEST: writes one chunk; the last one commits the file.
+/// UPLOAD CHUNK REQUEST: takes one chunk; blocks of them are written as
+/// they fill, and the last one syncs and commits the file.
 pub(super) async fn upload_chunk(
     conn: &Connection,
     session: &Session,
@@ -181,78 +217,65 @@ pub(super) async fn upload_chunk(
 ) {
     const T: u16 = kind::UPLOAD_CHUNK_REQUEST;
     let ctx = conn.ctx.clone();
-    let (part, file, size, complete) = {
-        let mut st = session.state();
-        let Some(up) = st.uploads.get_mut(&transaction) else {
-            drop(st);
-            return conn.error(
-                T,
-                ErrorCode::UnknownTransaction,
-                transaction,
-                "no upload of this session has that transaction",
-            );
-        };
-        if chunk_len(up.size, chunk) != Some(data.len()) {
-            let text = format!(
-                "chunk {chunk} of a {}-byte file must hold {} bytes, not {}",
-                up.size,
-                chunk_len(up.size, chunk).map_or_else(|| "no".to_string(), |n| n.to_string()),
-                data.len()
-            );
-            drop(st);
-            return conn.error(T, ErrorCode::BadChunk, transaction, text);
-        }
-        let (word, bit) = ((chunk / 64) as usize, 1u64 << (chunk % 64));
-        let fresh = up.received.get(word).is_some_and(|w| w & bit == 0);
-        if fresh {
-            let offset = u64::from(chunk) * CHUNK_SIZE as u64;
-            if let Err(e) = Blobs::write_at(&up.part, offset, &data) {
-                tracing::error!(error = %e, file = up.file, "could not write a chunk");
-                drop(st);
-                return conn.error(
-                    T,
-                    ErrorCode::ServerError,
-                    transaction,
-                    "the chunk could not be written; send it again",
-                );
-            }
-            if let Some(w) = up.received.get_mut(word) {
-                *w |= bit;
-            }
-            up.remaining -= 1;
-        }
-        let complete = fresh && up.remaining == 0;
-        let (part, file, size) = (up.part.clone(), up.file, up.size);
-        if complete {
-            st.uploads.remove(&transaction);
-        }
-        (part, file, size, complete)
+    let Some(slot) = session.transfers.upload(transaction) else {
+        return conn.error(
+            T,
+            ErrorCode::UnknownTransaction,
+            transaction,
+            "no upload of this session has that transaction",
+        );
     };
-    if complete {
+    let mut up = slot.lock().await;
+    let (writes, last) = match up.accept(chunk, &data) {
+        Err(text) => return conn.error(T, ErrorCode::BadChunk, transaction, text),
+        Ok(Accepted::Repeat) => {
+            return conn.reply(Packet::UploadChunkResponse { transaction, chunk })
+        }
+        Ok(Accepted::New { writes, last }) => (writes, last),
+    };
+    let (file, size) = (up.file, up.size);
+    if !writes.is_empty() || last {
+        let part = up.part.clone();
         let blobs = ctx.blobs.clone();
-        let committed = tokio::task::spawn_blocking(move || blobs.commit(file, &part)).await;
-        let stored = match committed {
-            Ok(Ok(())) => ctx
+        let written = blocking(move || {
+            for (offset, bytes) in &writes {
+                part.write_all_at(bytes, *offset)?;
+            }
+            if last {
+                blobs.commit(file, &part)?;
+            }
+            Ok(())
+        })
+        .await;
+        let stored = match written {
+            Ok(()) if last => ctx
                 .store
                 .complete_file(file)
                 .await
                 .map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(()) => Ok(()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = stored {
-            tracing::error!(error = %e, file, "could not commit an upload");
-            ctx.blobs.discard(file);
-            ctx.release_storage(u64::from(size));
-            let _ = ctx.store.discard_file(file).await;
+            tracing::error!(error = %e, file, "could not write an upload");
+            drop(up);
+            // Dropping the upload discards its body and returns its quota.
+            session.transfers.remove(transaction);
             return conn.error(
                 T,
                 ErrorCode::ServerError,
                 transaction,
-                "the file could not be stored; upload it again",
+                "the file could not be written; upload it again",
             );
         }
-        tracing::info!(file, size, "file stored");
+        if last {
+            if let Some(r) = up.reservation.take() {
+                r.keep();
+            }
+            drop(up);
+            session.transfers.remove(transaction);
+            tracing::info!(file, size, "file stored");
+        }
     }
     conn.reply(Packet::UploadChunkResponse { transaction, chunk });
 }
@@ -273,10 +296,11 @@ pub(super) async fn download(conn: &Connection, session: &Session, file: u64) {
         }
         Err(e) => return super::session::server_error(conn, T, file, &e),
     };
-    if too_many_transfers(conn, session, T, file) {
+    let Some(permit) = open_slot(conn, session, Kind::Download, T, file) else {
         return;
-    }
-    let body = match ctx.blobs.open_complete(file) {
+    };
+    let blobs = ctx.blobs.clone();
+    let body = match blocking(move || blobs.open_complete(file)).await {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, file, "a complete file's body is missing");
@@ -288,19 +312,14 @@ pub(super) async fn download(conn: &Connection, session: &Session, file: u64) {
             );
         }
     };
-    let transaction = transaction_number();
-    session.state().downloads.insert(
-        transaction,
-        Download {
-            size,
-            body,
-            cache: (0, Bytes::new()),
-        },
-    );
+    let transaction = session
+        .transfers
+        .add_download(Download::new(size, body, permit));
     conn.reply(Packet::FileDownloadResponse { file, transaction });
 }
 
-/// DOWNLOAD CHUNK REQUEST: one 256-byte chunk, read ahead in 64 KiB blocks.
+/// DOWNLOAD CHUNK REQUEST: one 256-byte chunk, read ahead in 64 KiB
+/// blocks. The download ends once every chunk has been sent.
 pub(super) async fn download_chunk(
     conn: &Connection,
     session: &Session,
@@ -308,9 +327,7 @@ pub(super) async fn download_chunk(
     chunk: u32,
 ) {
     const T: u16 = kind::DOWNLOAD_CHUNK_REQUEST;
-    let mut st = session.state();
-    let Some(down) = st.downloads.get_mut(&transaction) else {
-        drop(st);
+    let Some(slot) = session.transfers.download(transaction) else {
         return conn.error(
             T,
             ErrorCode::UnknownTransaction,
@@ -318,37 +335,47 @@ pub(super) async fn download_chunk(
             "no download of this session has that transaction",
         );
     };
-    let Some(len) = chunk_len(down.size, chunk) else {
-        let text = format!(
-            "a {}-byte file has {} chunks; there is no chunk {chunk}",
-            down.size,
-            chunk_count(down.size)
-        );
-        drop(st);
-        return conn.error(T, ErrorCode::BadChunk, transaction, text);
+    let mut down = slot.lock().await;
+    let (offset, len) = match down.locate(chunk) {
+        Ok(at) => at,
+        Err(text) => return conn.error(T, ErrorCode::BadChunk, transaction, text),
     };
-    let offset = u64::from(chunk) * CHUNK_SIZE as u64;
-    let (start, cached) = &down.cache;
-    let hit = offset >= *start && offset + len as u64 <= start + cached.len() as u64;
-    if !hit {
-        let block = (offset / READ_AHEAD as u64) * READ_AHEAD as u64;
-        let want = (u64::from(down.size) - block).min(READ_AHEAD as u64) as usize;
-        let mut buf = vec![0; want];
-        if let Err(e) = down.body.read_exact_at(&mut buf, block) {
-            tracing::error!(error = %e, "could not read a file body");
-            drop(st);
-            return conn.error(
-                T,
-                ErrorCode::ServerError,
-                transaction,
-                "the file's body cannot be read",
-            );
+    let data = match down.cached(offset, len) {
+        Some(data) => data,
+        None => {
+            let (start, want) = down.block_for(offset);
+            let body = down.body.clone();
+            let read = blocking(move || {
+                let mut buf = vec![0; want];
+                body.read_exact_at(&mut buf, start)?;
+                Ok(Bytes::from(buf))
+            })
+            .await;
+            match read {
+                Ok(block) => {
+                    down.fill(start, block);
+                    match down.cached(offset, len) {
+                        Some(data) => data,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read a file body");
+                    return conn.error(
+                        T,
+                        ErrorCode::ServerError,
+                        transaction,
+                        "the file's body cannot be read",
+                    );
+                }
+            }
         }
-        down.cache = (block, Bytes::from(buf));
+    };
+    let done = down.sent(chunk);
+    drop(down);
+    if done {
+        session.transfers.remove(transaction);
     }
-    let from = (offset - down.cache.0) as usize;
-    let data = down.cache.1.slice(from..from + len);
-    drop(st);
     conn.reply(Packet::DownloadChunkResponse {
         transaction,
         chunk,

@@ -47,7 +47,7 @@ impl Pipeline {
     /// Queues `packet` to the store if it is a message that passes the
     /// session and rate checks; otherwise hands it back for [`super::handle`],
     /// which reports what is wrong.
-    pub(crate) fn try_start(&mut self, conn: &Connection, packet: Packet) -> Option<Packet> {
+    pub(crate) async fn try_start(&mut self, conn: &Connection, packet: Packet) -> Option<Packet> {
         let (to, message, body) = match &packet {
             Packet::MessageRequest {
                 to, message, body, ..
@@ -59,6 +59,7 @@ impl Pipeline {
             return Some(packet);
         };
         if packet.session() != Some(session.id)
+            || (to.is_some() && conn.ctx.disk.refuse(body.len() as u64).is_some())
             || !session.state().rate.allow(tokio::time::Instant::now())
         {
             return Some(packet);
@@ -66,8 +67,12 @@ impl Pipeline {
         session.touch();
         let store = &conn.ctx.store;
         let pending = match to {
-            Some(to) => store.store_direct(session.user, message, to, body.clone()),
-            None => store.store_broadcast(session.user, message, body.clone()),
+            Some(to) => {
+                store
+                    .store_direct(session.user, message, to, body.clone())
+                    .await
+            }
+            None => store.store_broadcast(session.user, message).await,
         };
         self.started.push(Started {
             message,
@@ -122,6 +127,15 @@ pub(super) async fn direct(
     message: u64,
     body: Bytes,
 ) {
+    if let Some(why) = conn.ctx.disk.refuse(body.len() as u64) {
+        conn.error(
+            kind::MESSAGE_REQUEST,
+            ErrorCode::InsufficientStorage,
+            message,
+            why,
+        );
+        return;
+    }
     if rate_limited(conn, session, kind::MESSAGE_REQUEST, message) {
         return;
     }
@@ -129,6 +143,7 @@ pub(super) async fn direct(
         .ctx
         .store
         .store_direct(session.user, message, to, body.clone())
+        .await
         .wait()
         .await;
     finish_direct(conn, session, to, message, body, outcome);
@@ -166,6 +181,15 @@ fn finish_direct(
             message,
             format!("no user has number {to}"),
         ),
+        Ok(Stored::MailboxFull) => conn.error(
+            T,
+            ErrorCode::MailboxFull,
+            message,
+            format!(
+                "user {to} has as many unread messages as the server keeps (at most {} messages or {} bytes); try again once they have read some",
+                conn.ctx.config.max_mailbox_messages, conn.ctx.config.max_mailbox_bytes
+            ),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "could not store a message");
             conn.error(
@@ -186,7 +210,8 @@ pub(super) async fn broadcast(conn: &Connection, session: &Session, message: u64
     let outcome = conn
         .ctx
         .store
-        .store_broadcast(session.user, message, body.clone())
+        .store_broadcast(session.user, message)
+        .await
         .wait()
         .await;
     let stored = finish_broadcast(conn, session, message, body, outcome);
@@ -232,10 +257,11 @@ fn finish_broadcast(
 
 /// INCOMING MESSAGE RESPONSE: the client has the message; forget it.
 /// Acknowledging an unknown or already acknowledged number is harmless.
-pub(super) fn ack(conn: &Connection, session: &Session, message: u64) {
+pub(super) async fn ack(conn: &Connection, session: &Session, message: u64) {
     if message & BROADCAST_BIT != 0 {
         session.state().pending_broadcasts.remove(message);
     } else {
-        conn.ctx.store.forget(session.user, message);
+        session.acknowledged(message);
+        conn.ctx.store.forget(session.user, message).await;
     }
 }

@@ -9,29 +9,9 @@ pub(crate) use messages::Pipeline;
 mod session;
 mod users;
 
-use proto::{kind, ErrorCode, Packet};
+use proto::{ErrorCode, Packet};
 
 use crate::connection::Connection;
-
-/// Whether only a server sends packets of this type.
-fn server_only(t: u16) -> bool {
-    matches!(
-        t,
-        kind::SESSION_COOKIE
-            | kind::ERROR
-            | kind::USERS_RESPONSE
-            | kind::USER_DATA_RESPONSE
-            | kind::MESSAGE_RESPONSE
-            | kind::BROADCAST_RESPONSE
-            | kind::INCOMING_MESSAGE
-            | kind::FILE_DOWNLOAD_RESPONSE
-            | kind::DOWNLOAD_CHUNK_RESPONSE
-            | kind::FILES_RESPONSE
-            | kind::FILE_DATA_RESPONSE
-            | kind::FILE_UPLOAD_RESPONSE
-            | kind::UPLOAD_CHUNK_RESPONSE
-    )
-}
 
 /// The number an ERROR about `packet` names (see docs/PROTOCOL.md): the
 /// message for 9 and 11, the file for 15 and 21, the user for 7, the
@@ -51,16 +31,8 @@ fn subject_of(packet: &Packet) -> u64 {
 
 /// Handles one packet from the client.
 pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
+    // Packets only servers send were refused by the decoder.
     let t = packet.kind();
-    if server_only(t) {
-        conn.error(
-            t,
-            ErrorCode::UnexpectedPacket,
-            0,
-            format!("{} is sent by servers, not clients", Packet::kind_name(t)),
-        );
-        return;
-    }
     match packet {
         Packet::SessionRequest { name } => return session::sign_in(conn, name).await,
         Packet::SessionPreserve { session } => return session::preserve(conn, session).await,
@@ -97,7 +69,7 @@ pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
         BroadcastRequest { message, body, .. } => {
             messages::broadcast(conn, &session, message, body).await
         }
-        IncomingMessageAck { message } => messages::ack(conn, &session, message),
+        IncomingMessageAck { message } => messages::ack(conn, &session, message).await,
         FilesRequest { .. } => files::list(conn).await,
         FileDataRequest { file, .. } => files::data(conn, file).await,
         FileUploadRequest { size, name, .. } => files::upload(conn, &session, size, name).await,

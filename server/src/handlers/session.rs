@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use proto::limits::validate_user_name;
 use proto::{kind, ErrorCode, Packet};
 
 use crate::connection::Connection;
-use crate::hub::Session;
+use crate::hub::{Session, SessionState};
 use crate::rate::TokenBucket;
+use crate::redelivery;
 
 /// SESSION REQUEST: opens a session under a name.
 pub(super) async fn sign_in(conn: &mut Connection, name: String) {
@@ -21,6 +23,9 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
             "this connection is already signed in",
         );
         return;
+    }
+    if !conn.ctx.peers.allow_sign_in(conn.peer.ip()) {
+        return sign_ins_too_fast(conn, T);
     }
     if let Err(e) = validate_user_name(&name) {
         conn.error(
@@ -50,7 +55,7 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
         Err(e) => return server_error(conn, T, 0, &e),
     };
     let rate = TokenBucket::new(ctx.config.message_rate, ctx.config.message_burst);
-    let session = Arc::new(Session::new(id, user, name.clone(), conn.out.clone(), rate));
+    let session = Arc::new(Session::new(id, user, name.clone(), rate));
     match ctx.hub.insert(session.clone()) {
         Err(_) => {
             conn.error(
@@ -62,15 +67,23 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
             return;
         }
         Ok(Some(replaced)) => {
-            ctx.end_session(&replaced, ErrorCode::SessionMoved, "signed in anew".into())
-                .await;
+            ctx.end_session(&replaced, ErrorCode::SessionMoved, "signed in anew".into());
         }
         Ok(None) => {}
     }
     tracing::info!(user, %name, "signed in");
-    conn.session = Some(session.clone());
     conn.reply(Packet::SessionCookie { user, session: id });
-    redeliver(conn, &session).await;
+    conn.flush();
+    let broadcasts = {
+        let mut st = session.state();
+        if st.ended {
+            // Replaced or expired in the meantime.
+            return;
+        }
+        session.set_conn(&mut st, Some(conn.out.clone()));
+        start_redelivery(&mut st)
+    };
+    attached(conn, session, broadcasts);
 }
 
 /// SESSION PRESERVE: refreshes this connection's session, or moves a live
@@ -92,6 +105,9 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
             "that is not this connection's session",
         ),
         None => {
+            if !conn.ctx.peers.allow_sign_in(conn.peer.ip()) {
+                return sign_ins_too_fast(conn, T);
+            }
             let Some(session) = conn.ctx.hub.get(quoted) else {
                 conn.error(
                     T,
@@ -101,7 +117,7 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
                 );
                 return;
             };
-            let previous = {
+            let (previous, broadcasts) = {
                 let mut st = session.state();
                 if st.ended {
                     drop(st);
@@ -113,8 +129,9 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
                     );
                     return;
                 }
-                st.last_seen = tokio::time::Instant::now();
-                st.conn.replace(conn.out.clone())
+                session.touch();
+                let previous = session.set_conn(&mut st, Some(conn.out.clone()));
+                (previous, start_redelivery(&mut st))
             };
             if let Some(previous) = previous {
                 previous.close(
@@ -123,40 +140,48 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
                 );
             }
             tracing::info!(user = session.user, name = %session.name, "session resumed");
-            conn.session = Some(session.clone());
             conn.reply(Packet::SessionCookie {
                 user: session.user,
                 session: session.id,
             });
-            redeliver(conn, &session).await;
+            attached(conn, session, broadcasts);
         }
     }
 }
 
-/// Sends every message the user has not acknowledged: queued direct
-/// messages from the store, then pending broadcasts, each in order.
-async fn redeliver(conn: &Connection, session: &Session) {
-    // The cookie goes out before the store is asked, as it did before live
-    // deliveries could reach this connection.
+/// Marks a redelivery as running, for a session attaching to a new
+/// connection (state locked): live direct messages wait for it from now
+/// on, and the broadcasts pending now are returned for it to send.
+fn start_redelivery(st: &mut SessionState) -> Vec<Bytes> {
+    st.redelivery.running = true;
+    st.redelivery.missed = false;
+    st.redelivery.in_flight.clear();
+    st.pending_broadcasts.packets()
+}
+
+/// The connection has `session` now: the cookie goes out, then the
+/// redelivery starts beside the reader.
+fn attached(conn: &mut Connection, session: Arc<Session>, broadcasts: Vec<Bytes>) {
     conn.flush();
-    match conn.ctx.store.queued_for(session.user).await {
-        Ok(queued) => {
-            for q in queued {
-                conn.reply(Packet::IncomingMessage {
-                    from: q.from,
-                    message: q.delivery,
-                    body: q.body,
-                });
-                conn.flush_paced().await;
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not load queued messages"),
-    }
-    let pending = session.state().pending_broadcasts.packets();
-    for bytes in pending {
-        conn.reply_bytes(&bytes);
-        conn.flush_paced().await;
-    }
+    conn.session = Some(session.clone());
+    conn.redelivery = Some(redelivery::start(
+        conn.ctx.clone(),
+        session,
+        conn.out.clone(),
+        broadcasts,
+    ));
+}
+
+fn sign_ins_too_fast(conn: &Connection, t: u16) {
+    conn.error(
+        t,
+        ErrorCode::RateLimited,
+        0,
+        format!(
+            "too many sign-ins from your address (more than {} a second); wait a moment",
+            conn.ctx.config.sign_in_rate
+        ),
+    );
 }
 
 pub(super) fn server_error(

@@ -2,19 +2,24 @@
 //! file metadata.
 //!
 //! [`Store`] is the narrow interface the rest of the server uses; today it
-//! is backed by one SQLite database owned by a dedicated thread
-//! ([`sqlite`]), which commits whatever requests have queued up in one
-//! transaction (group commit), so one disk sync serves many messages. A
-//! multi-server deployment replaces this module, not its callers.
+//! is backed by one SQLite database. Writes go to a dedicated thread
+//! ([`sqlite`]) through a bounded queue, which commits whatever requests
+//! have queued up in one transaction (group commit), so one disk sync
+//! serves many messages; if any statement of a batch fails, the whole
+//! batch fails and nothing of it is committed. Reads use a second
+//! connection (WAL), on the blocking pool, so they never wait behind a
+//! sync. A multi-server deployment replaces this module, not its callers.
 
 mod accepted;
 mod sqlite;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use rusqlite::Connection;
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// A store operation that failed.
 #[derive(Debug, Error)]
@@ -34,6 +39,9 @@ pub enum StoreError {
     /// The store thread is gone (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// A read on the blocking pool could not run.
+    #[error("a database read could not run: {0}")]
+    Read(String),
 }
 
 /// What happened to a message handed to the store.
@@ -45,6 +53,48 @@ pub enum Stored {
     Duplicate,
     /// The recipient does not exist.
     UnknownRecipient,
+    /// The recipient's mailbox holds as many messages or bytes as allowed.
+    MailboxFull,
+}
+
+/// What a new upload's row could not be made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRefused {
+    /// The uploader has this many files (stored or uploading), the limit.
+    TooManyFiles(u64),
+}
+
+/// Limits the store enforces inside its transactions, where they are exact.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Unread direct messages kept for one user.
+    pub mailbox_messages: u64,
+    /// Bytes of unread direct messages kept for one user.
+    pub mailbox_bytes: u64,
+    /// Files one user may have, stored or uploading.
+    pub user_files: u64,
+    /// Requests waiting for the writer at most.
+    pub queue: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            mailbox_messages: 10_000,
+            mailbox_bytes: 64 << 20,
+            user_files: 10_000,
+            queue: 4096,
+        }
+    }
+}
+
+/// What one round of pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Records of session numbers older than the retention.
+    pub sessions: u64,
+    /// Unread messages older than the mail expiry.
+    pub messages: u64,
 }
 
 /// A message waiting for its recipient's acknowledgement.
@@ -74,7 +124,6 @@ pub struct FileMeta {
 enum Command {
     SignIn(String, oneshot::Sender<Result<u64, StoreError>>),
     NewSession(u64, oneshot::Sender<Result<u64, StoreError>>),
-    UserName(u64, oneshot::Sender<Result<Option<String>, StoreError>>),
     StoreDirect {
         from: u64,
         number: u64,
@@ -85,21 +134,24 @@ enum Command {
     StoreBroadcast {
         from: u64,
         number: u64,
-        body: Bytes,
         reply: oneshot::Sender<Result<Stored, StoreError>>,
     },
     Ack(u64, u64, oneshot::Sender<Result<(), StoreError>>),
-    QueuedFor(u64, oneshot::Sender<Result<Vec<Queued>, StoreError>>),
     CreateFile {
         name: String,
         size: u32,
         uploader: u64,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        reply: oneshot::Sender<Result<Result<u64, FileRefused>, StoreError>>,
     },
     CompleteFile(u64, oneshot::Sender<Result<(), StoreError>>),
     DiscardFile(u64, oneshot::Sender<Result<(), StoreError>>),
-    File(u64, oneshot::Sender<Result<Option<FileMeta>, StoreError>>),
-    Files(oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    Prune {
+        /// Unix seconds before which session records go.
+        sessions_before: i64,
+        /// Unix seconds before which unread mail goes, if it expires.
+        mail_before: Option<i64>,
+        reply: oneshot::Sender<Result<Pruned, StoreError>>,
+    },
 }
 
 /// A request queued to the store, not yet committed.
@@ -116,7 +168,8 @@ impl<T> Pending<T> {
 /// A handle to the store; cheap to clone, usable from any task.
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: std::sync::mpsc::Sender<Command>,
+    tx: mpsc::Sender<Command>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 /// What the store found when it opened.
@@ -125,127 +178,208 @@ pub struct Recovered {
     /// Files whose upload never finished; their rows are gone and their
     /// bodies must be removed.
     pub incomplete_files: Vec<u64>,
-    /// Bytes of complete files, counted against the quota.
+    /// Bytes charged for complete files: each at least the minimum charge.
     pub bytes_stored: u64,
 }
 
-macro_rules! ask {
-    ($self:ident, $variant:ident $(, $arg:expr)*) => {{
-        let (tx, rx) = oneshot::channel();
-        $self.tx.send(Command::$variant($($arg,)* tx)).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }};
+/// Seconds since the Unix epoch, as the database records times.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
     /// Opens (creating if needed) the database in `dir` and starts its
-    /// thread. `full_sync` makes every commit reach the disk.
+    /// thread. `full_sync` makes every commit reach the disk; complete
+    /// files are charged at least `min_file_charge` bytes each.
     pub fn open(
         dir: &Path,
         full_sync: bool,
+        min_file_charge: u64,
+        limits: StoreLimits,
     ) -> Result<(Self, Recovered, std::thread::JoinHandle<()>), StoreError> {
-        let (conn, recovered) = sqlite::open(&dir.join("chat.sqlite3"), full_sync)?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.join("chat.sqlite3");
+        let (conn, recovered) = sqlite::open(&path, full_sync, min_file_charge)?;
+        let reader = sqlite::open_reader(&path)?;
+        let (tx, rx) = mpsc::channel(limits.queue.max(1));
         let thread = std::thread::Builder::new()
             .name("chat-store".into())
-            .spawn(move || sqlite::run(conn, rx))
+            .spawn(move || sqlite::run(conn, rx, limits))
             .map_err(|_| StoreError::Closed)?;
-        Ok((Self { tx }, recovered, thread))
+        Ok((
+            Self {
+                tx,
+                reader: Arc::new(Mutex::new(reader)),
+            },
+            recovered,
+            thread,
+        ))
+    }
+
+    /// Queues a command, waiting while the queue is full.
+    async fn queue<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Pending<T> {
+        let (reply, rx) = oneshot::channel();
+        // A closed store drops the command and with it `reply`: the
+        // caller's wait then reports Closed.
+        let _ = self.tx.send(make(reply)).await;
+        Pending(rx)
+    }
+
+    /// Runs a read on the reading connection, on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Read(e.to_string()))?
     }
 
     /// The user number for `name`, created on first use.
     pub async fn sign_in(&self, name: &str) -> Result<u64, StoreError> {
-        ask!(self, SignIn, name.to_owned())
+        let name = name.to_owned();
+        self.queue(|r| Command::SignIn(name, r)).await.wait().await
     }
 
-    /// A new session number for `user`: random, never 0, never issued before.
+    /// A new session number for `user`: random, never 0, never one whose
+    /// record is kept.
     pub async fn new_session(&self, user: u64) -> Result<u64, StoreError> {
-        ask!(self, NewSession, user)
+        self.queue(|r| Command::NewSession(user, r))
+            .await
+            .wait()
+            .await
     }
 
     /// The name of user `user`, if it exists.
     pub async fn user_name(&self, user: u64) -> Result<Option<String>, StoreError> {
-        ask!(self, UserName, user)
+        self.read(move |c| sqlite::reads::user_name(c, user)).await
     }
 
     /// Stores a direct message durably, once per (sender, number). The
-    /// request is queued at once; [`Pending::wait`] gives the outcome after
-    /// the commit, so a connection can queue several before waiting.
-    pub fn store_direct(&self, from: u64, number: u64, to: u64, body: Bytes) -> Pending<Stored> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Command::StoreDirect {
+    /// request is queued (waiting only while the queue is full);
+    /// [`Pending::wait`] gives the outcome after the commit, so a
+    /// connection can queue several before waiting.
+    pub async fn store_direct(
+        &self,
+        from: u64,
+        number: u64,
+        to: u64,
+        body: Bytes,
+    ) -> Pending<Stored> {
+        self.queue(|reply| Command::StoreDirect {
             from,
             number,
             to,
             body,
             reply,
-        });
-        Pending(rx)
+        })
+        .await
     }
 
-    /// Records a broadcast once per (sender, number); its delivery number
-    /// is the returned id with bit 63 set. Queued like [`Store::store_direct`].
-    pub fn store_broadcast(&self, from: u64, number: u64, body: Bytes) -> Pending<Stored> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Command::StoreBroadcast {
+    /// Numbers a broadcast once per (sender, number); its delivery number
+    /// is the returned id with bit 63 set. Bodies are not kept: a
+    /// broadcast lives only in the sessions it reaches. Queued like
+    /// [`Store::store_direct`].
+    pub async fn store_broadcast(&self, from: u64, number: u64) -> Pending<Stored> {
+        self.queue(|reply| Command::StoreBroadcast {
             from,
             number,
-            body,
             reply,
-        });
-        Pending(rx)
+        })
+        .await
     }
 
     /// The recipient acknowledged direct delivery `delivery`: forget it.
-    /// Nobody waits for this: it commits with the next batch, and if the
-    /// server dies first the message is delivered again, which clients
-    /// recognise by its number.
-    pub fn forget(&self, recipient: u64, delivery: u64) {
-        let (tx, _rx) = oneshot::channel();
-        let _ = self.tx.send(Command::Ack(recipient, delivery, tx));
+    /// Nobody waits for the commit: if the server dies first the message
+    /// is delivered again, which clients recognise by its number. A client
+    /// that floods acknowledgements waits here for room in the queue.
+    pub async fn forget(&self, recipient: u64, delivery: u64) {
+        drop(self.queue(|r| Command::Ack(recipient, delivery, r)).await);
     }
 
-    /// Every message queued for `user`, oldest first.
-    pub async fn queued_for(&self, user: u64) -> Result<Vec<Queued>, StoreError> {
-        ask!(self, QueuedFor, user)
+    /// Up to `limit` messages queued for `user` with delivery numbers
+    /// above `after`, oldest first.
+    pub async fn queued_page(
+        &self,
+        user: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.read(move |c| sqlite::reads::queued_page(c, user, after, limit))
+            .await
     }
 
-    /// Registers an upload and returns the file number it will have.
+    /// Registers an upload and returns the file number it will have, or
+    /// why the uploader may not start one.
     pub async fn create_file(
         &self,
         name: &str,
         size: u32,
         uploader: u64,
-    ) -> Result<u64, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::CreateFile {
-                name: name.to_owned(),
-                size,
-                uploader,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+    ) -> Result<Result<u64, FileRefused>, StoreError> {
+        let name = name.to_owned();
+        self.queue(|reply| Command::CreateFile {
+            name,
+            size,
+            uploader,
+            reply,
+        })
+        .await
+        .wait()
+        .await
     }
 
     /// Marks a file complete; call after its body is synced and renamed.
     pub async fn complete_file(&self, file: u64) -> Result<(), StoreError> {
-        ask!(self, CompleteFile, file)
+        self.queue(|r| Command::CompleteFile(file, r))
+            .await
+            .wait()
+            .await
     }
 
     /// Forgets an upload that will not finish.
     pub async fn discard_file(&self, file: u64) -> Result<(), StoreError> {
-        ask!(self, DiscardFile, file)
+        self.queue(|r| Command::DiscardFile(file, r))
+            .await
+            .wait()
+            .await
     }
 
     /// A file's metadata, complete or not.
     pub async fn file(&self, file: u64) -> Result<Option<FileMeta>, StoreError> {
-        ask!(self, File, file)
+        self.read(move |c| sqlite::reads::file(c, file)).await
     }
 
     /// Every complete file, oldest first.
     pub async fn files(&self) -> Result<Vec<u64>, StoreError> {
-        ask!(self, Files)
+        self.read(sqlite::reads::files).await
+    }
+
+    /// Removes session records older than `session_age` and, when
+    /// `mail_age` is set, unread messages older than it.
+    pub async fn prune(
+        &self,
+        session_age: std::time::Duration,
+        mail_age: Option<std::time::Duration>,
+    ) -> Result<Pruned, StoreError> {
+        let now = unix_now();
+        let before = |age: std::time::Duration| now.saturating_sub(age.as_secs() as i64);
+        self.queue(|reply| Command::Prune {
+            sessions_before: before(session_age),
+            mail_before: mail_age.map(before),
+            reply,
+        })
+        .await
+        .wait()
+        .await
     }
 }

@@ -24,6 +24,21 @@ pub fn patience() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+/// Waits until `cond` holds, checking every few milliseconds; fails the
+/// test after [`patience`]. For effects that happen in the background
+/// (a discarded upload's body being removed).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience();
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {:?}",
+            patience()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub addr: SocketAddr,
@@ -46,6 +61,11 @@ impl TestServer {
     }
 
     async fn start_in_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        // RUST_LOG=server=debug shows the server's log in a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut config = Config::for_data_dir(dir.path());
         config.sync = "normal".into();
         tweak(&mut config);

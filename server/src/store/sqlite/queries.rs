@@ -1,18 +1,15 @@
-//! What each request does to the database, inside the batch's transaction.
+//! What each write request does to the database, inside the batch's
+//! transaction.
 
-use bytes::Bytes;
 use proto::limits::BROADCAST_BIT;
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::super::{Command, FileMeta, Queued, StoreError, Stored};
+use super::super::{unix_now as now, Command, FileRefused, Pruned, StoreError, Stored};
 use super::{Reply, State};
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// Rows removed by one round of pruning at most, so a round never holds
+/// the writer for long; the next round takes the rest.
+const PRUNE_LIMIT: i64 = 10_000;
 
 /// The same failure for every request of a batch that could not commit.
 fn copy_err(e: &StoreError) -> StoreError {
@@ -20,42 +17,52 @@ fn copy_err(e: &StoreError) -> StoreError {
 }
 
 /// Builds the reply for a command's result, to be sent after the commit.
+/// A database failure is handed back beside it: it fails the batch.
 fn deferred<T: Send + 'static>(
     reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
     result: Result<T, StoreError>,
-) -> Reply {
-    Box::new(move |commit| {
+) -> Result<Reply, (Reply, StoreError)> {
+    let failure = match &result {
+        Err(StoreError::Sqlite(e)) => Some(StoreError::Batch(e.to_string())),
+        _ => None,
+    };
+    let reply: Reply = Box::new(move |commit| {
         let out = match (commit, result) {
             (Ok(()), r) => r,
             (Err(e), _) => Err(copy_err(e)),
         };
         let _ = reply.send(out);
-    })
+    });
+    match failure {
+        None => Ok(reply),
+        Some(e) => Err((reply, e)),
+    }
 }
 
+/// Answers a command that was not run, with `err`.
 pub(super) fn answer(command: Command, err: Result<(), &StoreError>) {
     let e = || err.err().map(copy_err).unwrap_or(StoreError::Closed);
     match command {
         Command::SignIn(_, r) | Command::NewSession(_, r) => drop(r.send(Err(e()))),
-        Command::UserName(_, r) => drop(r.send(Err(e()))),
         Command::StoreDirect { reply, .. } | Command::StoreBroadcast { reply, .. } => {
             drop(reply.send(Err(e())))
         }
         Command::Ack(_, _, r) | Command::CompleteFile(_, r) | Command::DiscardFile(_, r) => {
             drop(r.send(Err(e())))
         }
-        Command::QueuedFor(_, r) => drop(r.send(Err(e()))),
         Command::CreateFile { reply, .. } => drop(reply.send(Err(e()))),
-        Command::File(_, r) => drop(r.send(Err(e()))),
-        Command::Files(r) => drop(r.send(Err(e()))),
+        Command::Prune { reply, .. } => drop(reply.send(Err(e()))),
     }
 }
 
-pub(super) fn execute(tx: &Transaction<'_>, state: &mut State, command: Command) -> Reply {
+pub(super) fn execute(
+    tx: &Transaction<'_>,
+    state: &mut State,
+    command: Command,
+) -> Result<Reply, (Reply, StoreError)> {
     match command {
         Command::SignIn(name, r) => deferred(r, sign_in(tx, &name)),
         Command::NewSession(user, r) => deferred(r, new_session(tx, user)),
-        Command::UserName(user, r) => deferred(r, user_name(tx, user)),
         Command::StoreDirect {
             from,
             number,
@@ -66,31 +73,15 @@ pub(super) fn execute(tx: &Transaction<'_>, state: &mut State, command: Command)
         Command::StoreBroadcast {
             from,
             number,
-            body,
             reply,
-        } => deferred(reply, store_broadcast(tx, state, from, number, &body)),
-        Command::Ack(recipient, number, r) => deferred(
-            r,
-            tx.prepare_cached("DELETE FROM queued WHERE recipient = ?1 AND id = ?2")
-                .and_then(|mut s| s.execute(params![recipient as i64, number as i64]))
-                .map(drop)
-                .map_err(StoreError::from),
-        ),
-        Command::QueuedFor(user, r) => deferred(r, queued_for(tx, user)),
+        } => deferred(reply, store_broadcast(tx, state, from, number)),
+        Command::Ack(recipient, number, r) => deferred(r, ack(tx, state, recipient, number)),
         Command::CreateFile {
             name,
             size,
             uploader,
             reply,
-        } => deferred(
-            reply,
-            tx.execute(
-                "INSERT INTO files (name, size, uploader, complete, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
-                params![name, size, uploader as i64, now()],
-            )
-            .map(|_| tx.last_insert_rowid() as u64)
-            .map_err(StoreError::from),
-        ),
+        } => deferred(reply, create_file(tx, state, &name, size, uploader)),
         Command::CompleteFile(file, r) => deferred(
             r,
             tx.execute("UPDATE files SET complete = 1 WHERE id = ?1", [file as i64])
@@ -99,27 +90,18 @@ pub(super) fn execute(tx: &Transaction<'_>, state: &mut State, command: Command)
         ),
         Command::DiscardFile(file, r) => deferred(
             r,
-            tx.execute("DELETE FROM files WHERE id = ?1 AND complete = 0", [file as i64])
-                .map(drop)
-                .map_err(StoreError::from),
-        ),
-        Command::File(file, r) => deferred(
-            r,
-            tx.query_row(
-                "SELECT name, size, complete FROM files WHERE id = ?1",
+            tx.execute(
+                "DELETE FROM files WHERE id = ?1 AND complete = 0",
                 [file as i64],
-                |row| {
-                    Ok(FileMeta {
-                        name: row.get(0)?,
-                        size: row.get::<_, i64>(1)? as u32,
-                        complete: row.get::<_, i64>(2)? != 0,
-                    })
-                },
             )
-            .optional()
+            .map(drop)
             .map_err(StoreError::from),
         ),
-        Command::Files(r) => deferred(r, files(tx)),
+        Command::Prune {
+            sessions_before,
+            mail_before,
+            reply,
+        } => deferred(reply, prune(tx, state, sessions_before, mail_before)),
     }
 }
 
@@ -156,13 +138,6 @@ fn new_session(tx: &Transaction<'_>, user: u64) -> Result<u64, StoreError> {
     }
 }
 
-fn user_name(tx: &Transaction<'_>, user: u64) -> Result<Option<String>, StoreError> {
-    Ok(tx
-        .prepare_cached("SELECT name FROM users WHERE id = ?1")?
-        .query_row([user as i64], |r| r.get(0))
-        .optional()?)
-}
-
 fn store_direct(
     tx: &Transaction<'_>,
     state: &mut State,
@@ -185,6 +160,11 @@ fn store_direct(
     if state.senders.contains(tx, from, number)? {
         return Ok(Stored::Duplicate);
     }
+    let (count, bytes) = state.mailboxes.get(tx, to)?;
+    let len = body.len() as u64;
+    if count >= state.limits.mailbox_messages || bytes + len > state.limits.mailbox_bytes {
+        return Ok(Stored::MailboxFull);
+    }
     // Bit 63 marks broadcasts; SQLite integers are signed 64-bit.
     let id = state
         .delivery
@@ -197,6 +177,7 @@ fn store_direct(
     .execute(params![to as i64, id as i64, from as i64, body, now()])?;
     state.delivery = id;
     state.senders.accept(from, number);
+    state.mailboxes.added(to, len);
     Ok(Stored::New(id))
 }
 
@@ -205,36 +186,84 @@ fn store_broadcast(
     state: &mut State,
     from: u64,
     number: u64,
-    body: &[u8],
 ) -> Result<Stored, StoreError> {
     if state.senders.contains(tx, from, number)? {
         return Ok(Stored::Duplicate);
     }
-    tx.prepare_cached("INSERT INTO broadcasts (sender, body, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![from as i64, body, now()])?;
+    let id = state
+        .broadcast
+        .checked_add(1)
+        .filter(|id| *id < BROADCAST_BIT)
+        .ok_or(StoreError::Exhausted)?;
+    state.broadcast = id;
     state.senders.accept(from, number);
-    Ok(Stored::New(tx.last_insert_rowid() as u64))
+    Ok(Stored::New(id))
 }
 
-fn queued_for(tx: &Transaction<'_>, user: u64) -> Result<Vec<Queued>, StoreError> {
-    let mut stmt =
-        tx.prepare_cached("SELECT id, sender, body FROM queued WHERE recipient = ?1 ORDER BY id")?;
-    let rows = stmt.query_map([user as i64], |r| {
-        Ok(Queued {
-            delivery: r.get::<_, i64>(0)? as u64,
-            from: r.get::<_, i64>(1)? as u64,
-            body: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+fn ack(
+    tx: &Transaction<'_>,
+    state: &mut State,
+    recipient: u64,
+    number: u64,
+) -> Result<(), StoreError> {
+    let removed: Option<i64> = tx
+        .prepare_cached(
+            "DELETE FROM queued WHERE recipient = ?1 AND id = ?2 RETURNING LENGTH(body)",
+        )?
+        .query_row(params![recipient as i64, number as i64], |r| r.get(0))
+        .optional()?;
+    if let Some(len) = removed {
+        state.mailboxes.removed(recipient, len as u64);
+    }
+    Ok(())
 }
 
-fn files(tx: &Transaction<'_>) -> Result<Vec<u64>, StoreError> {
-    let mut stmt = tx.prepare_cached("SELECT id FROM files WHERE complete = 1 ORDER BY id")?;
-    let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
-    Ok(rows
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|id| id as u64)
-        .collect())
+fn create_file(
+    tx: &Transaction<'_>,
+    state: &State,
+    name: &str,
+    size: u32,
+    uploader: u64,
+) -> Result<Result<u64, FileRefused>, StoreError> {
+    let files: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM files WHERE uploader = ?1")?
+        .query_row([uploader as i64], |r| r.get(0))?;
+    if files as u64 >= state.limits.user_files {
+        return Ok(Err(FileRefused::TooManyFiles(files as u64)));
+    }
+    tx.prepare_cached(
+        "INSERT INTO files (name, size, uploader, complete, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
+    )?
+    .execute(params![name, size, uploader as i64, now()])?;
+    Ok(Ok(tx.last_insert_rowid() as u64))
+}
+
+fn prune(
+    tx: &Transaction<'_>,
+    state: &mut State,
+    sessions_before: i64,
+    mail_before: Option<i64>,
+) -> Result<Pruned, StoreError> {
+    let sessions = tx
+        .prepare_cached(
+            "DELETE FROM sessions WHERE id IN
+                 (SELECT id FROM sessions WHERE created_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![sessions_before, PRUNE_LIMIT])? as u64;
+    let messages = match mail_before {
+        None => 0,
+        Some(before) => {
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM queued WHERE (recipient, id) IN
+                         (SELECT recipient, id FROM queued WHERE created_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before, PRUNE_LIMIT])? as u64;
+            if n > 0 {
+                state.mailboxes.clear();
+            }
+            n
+        }
+    };
+    Ok(Pruned { sessions, messages })
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 
 use super::super::accepted::Accepted;
 use super::super::{Recovered, StoreError};
@@ -38,12 +38,9 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO counters (name, value) VALUES ('delivery', 0);
-CREATE TABLE IF NOT EXISTS broadcasts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sender INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    created_at INTEGER NOT NULL
-);
+-- Broadcasts are numbered from their own counter; their bodies live only
+-- in the sessions they reach.
+INSERT OR IGNORE INTO counters (name, value) VALUES ('broadcast', 0);
 -- The message numbers each sender has had accepted, as ranges
 -- (accepted.rs), so a message sent again is stored once.
 CREATE TABLE IF NOT EXISTS senders (
@@ -58,12 +55,34 @@ CREATE TABLE IF NOT EXISTS files (
     complete INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
+-- Counting a user's files, for the per-user limit.
+CREATE INDEX IF NOT EXISTS files_uploader ON files (uploader);
+-- Pruning old session records.
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
 ";
 
+/// Opens the reading connection, after [`open`] made the schema.
+pub(in crate::store) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    // Opened read-write but refusing writes: a SQLITE_OPEN_READ_ONLY
+    // connection may map the WAL index read-only, a path SQLite documents
+    // as slower and with caveats.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", true)?;
+    // A small page cache: reads are pages of one mailbox, a file's row.
+    conn.pragma_update(None, "cache_size", -1024)?;
+    Ok(conn)
+}
+
 /// Opens the database, applies the schema and drops unfinished uploads.
+/// Complete files are charged at least `min_file_charge` bytes each.
 pub(in crate::store) fn open(
     path: &Path,
     full_sync: bool,
+    min_file_charge: u64,
 ) -> Result<(Connection, Recovered), StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -77,6 +96,7 @@ pub(in crate::store) fn open(
     conn.execute_batch(SCHEMA)?;
     migrate_messages(&conn)?;
     migrate_sent(&conn)?;
+    migrate_broadcasts(&conn)?;
     let incomplete_files = conn
         .prepare("SELECT id FROM files WHERE complete = 0")?
         .query_map([], |r| r.get::<_, i64>(0))?
@@ -85,8 +105,11 @@ pub(in crate::store) fn open(
         .map(|id| id as u64)
         .collect();
     conn.execute("DELETE FROM files WHERE complete = 0", [])?;
-    let bytes_stored: i64 =
-        conn.query_row("SELECT COALESCE(SUM(size), 0) FROM files", [], |r| r.get(0))?;
+    let bytes_stored: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(MAX(size, ?1)), 0) FROM files",
+        [min_file_charge.min(i64::MAX as u64) as i64],
+        |r| r.get(0),
+    )?;
     Ok((
         conn,
         Recovered {
@@ -159,5 +182,26 @@ fn migrate_sent(conn: &Connection) -> Result<(), StoreError> {
         senders = senders.len(),
         "moved sent message numbers to ranges per sender"
     );
+    Ok(())
+}
+
+/// Replaces the `broadcasts` table of earlier versions, which kept every
+/// body and was never read, with the `broadcast` counter, so numbers go on
+/// from where they were.
+fn migrate_broadcasts(conn: &Connection) -> Result<(), StoreError> {
+    if !has_table(conn, "broadcasts")? {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         UPDATE counters SET value = MAX(value,
+             (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'broadcasts'),
+             (SELECT COALESCE(MAX(id), 0) FROM broadcasts))
+             WHERE name = 'broadcast';
+         DROP TABLE broadcasts;
+         DELETE FROM sqlite_sequence WHERE name = 'broadcasts';
+         COMMIT;",
+    )?;
+    tracing::info!("broadcast bodies dropped; broadcasts are numbered by a counter");
     Ok(())
 }

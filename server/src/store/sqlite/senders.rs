@@ -9,6 +9,9 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::super::accepted::Accepted;
 use super::super::StoreError;
 
+/// Senders whose records are kept in memory at most.
+const MAX_CACHED: usize = 4096;
+
 /// The accepted numbers of senders seen since the store opened, and which
 /// of them the current batch changed.
 #[derive(Default)]
@@ -80,5 +83,11 @@ impl Senders {
             }
         }
         self.changed.clear();
+        // Every record is saved now: past the cap, memory is given back and
+        // records are read again on use, so the cache does not grow with
+        // every sender ever seen.
+        if self.known.len() > MAX_CACHED {
+            self.known = HashMap::new();
+        }
     }
 }
