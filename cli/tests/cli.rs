@@ -306,3 +306,32 @@ async fn the_client_works_through_the_gateway_websocket() {
     assert_eq!(line.trim(), "tcp: via ws");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_gateway_refusal_is_printed_with_its_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let web = tempfile::tempdir().unwrap();
+    let mut config = gateway::GatewayConfig::for_tests(data.path(), web.path());
+    config.chat.sync = "normal".into();
+    config.tunnel_rate = 0.001;
+    config.tunnel_burst = 1.0;
+    let gw = gateway::start(config).await.unwrap();
+    let url = format!("ws://{}/ws", gw.local_addr());
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_chat"))
+            .args(["--ws", &url, "--name", "fast", "users"])
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(std::time::Duration::from_secs(60), out)
+    };
+    stdout(&run().await.unwrap().unwrap());
+    let o = run().await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("429"), "{err}");
+    assert!(
+        err.contains("connecting too often from your address"),
+        "{err}"
+    );
+    gw.shutdown().await;
+}
