@@ -44,7 +44,7 @@ struct Cli {
     #[arg(long, env = "CHAT_NAME", global = true)]
     name: Option<String>,
     /// Seconds to wait for an answer from the server.
-    #[arg(long, default_value_t = 30.0, global = true)]
+    #[arg(long, env = "CHAT_TIMEOUT", default_value_t = 30.0, global = true, value_parser = parse_seconds)]
     timeout: f64,
     #[command(subcommand)]
     command: Command,
@@ -82,12 +82,17 @@ enum Command {
         /// The file.
         path: PathBuf,
     },
-    /// Download a file by number.
+    /// Download a file by number. An existing file is not overwritten
+    /// without --force.
     Download {
         /// The file number.
         file: u64,
-        /// Where to save it (default: its name, in the current directory).
+        /// Where to save it: a file, or a directory to save it in under its
+        /// name (default: its name, in the current directory).
         path: Option<PathBuf>,
+        /// Replace an existing file (once the download is complete).
+        #[arg(long, env = "CHAT_DOWNLOAD_FORCE")]
+        force: bool,
     },
     /// Run a load scenario and print its figures.
     Bench {
@@ -97,6 +102,28 @@ enum Command {
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
+}
+
+/// The largest number of seconds a duration flag accepts: one week.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Parses a seconds-valued flag: a finite number above 0 and at most one
+/// week, so `Duration::from_secs_f64` (which panics on infinite, NaN,
+/// negative or huge values) never sees anything else. The gateway has the
+/// same rule (`gateway::config::parse_seconds`); `chat` does not depend on
+/// the gateway.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}` is out of range: give a number of seconds above 0 and at most {MAX_SECONDS} (one week)"
+        ))
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), session::SessionError> {
@@ -140,8 +167,8 @@ async fn run(cli: Cli) -> Result<(), session::SessionError> {
         Command::Upload { path } => {
             commands::upload::run(&mut s, &path).await?;
         }
-        Command::Download { file, path } => {
-            commands::download::run(&mut s, file, path.as_deref()).await?;
+        Command::Download { file, path, force } => {
+            commands::download::run(&mut s, file, path.as_deref(), force).await?;
         }
         Command::Bench { .. } => {}
     }
@@ -157,5 +184,30 @@ async fn main() -> ExitCode {
             eprintln!("chat: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(args: &[&str]) -> bool {
+        let mut argv = vec!["chat"];
+        argv.extend_from_slice(args);
+        matches!(
+            Cli::try_parse_from(argv),
+            Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation
+        )
+    }
+
+    #[test]
+    fn infinite_or_huge_durations_are_refused() {
+        assert!(refused(&["--timeout", "inf", "users"]));
+        assert!(refused(&["--timeout", "1e30", "users"]));
+        assert!(refused(&["--timeout=-1", "users"]));
+        assert!(refused(&["--timeout", "NaN", "users"]));
+        assert!(refused(&["bench", "dm", "--seconds", "inf"]));
+        assert!(refused(&["bench", "idle", "--hold", "1e300"]));
+        assert!(Cli::try_parse_from(["chat", "--timeout", "0.5", "users"]).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! The tokio shell around the protocol core: feeds it bytes and time,
 //! sends what it queues, and hands back its events one at a time.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::{Client, ClientConfig, DecodeError, ErrorCode, Event};
@@ -25,7 +26,7 @@ pub enum SessionError {
     #[error("the server sent bytes that are not the chat protocol: {0}")]
     Protocol(#[from] DecodeError),
     /// The server refused a request.
-    #[error("{}: {text}", code.describe())]
+    #[error("{}", code.words(text))]
     Server {
         /// The code.
         code: ErrorCode,
@@ -38,6 +39,30 @@ pub enum SessionError {
     /// Nothing happened in time.
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
+    /// The recipient of a direct message has a full mailbox.
+    #[error("{0}'s mailbox is full; they need to read their messages before you can send more")]
+    MailboxFull(String),
+    /// A local file could not be read or written (not the server's fault).
+    #[error("cannot {what} {}: {source}", path.display())]
+    Local {
+        /// What was being done: "create", "write", ...
+        what: &'static str,
+        /// The local file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A download would overwrite an existing file.
+    #[error("{} already exists; give --force to overwrite it", .0.display())]
+    Exists(PathBuf),
+}
+
+impl SessionError {
+    /// A local file error on `path`.
+    pub fn local(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| SessionError::Local { what, path, source }
+    }
 }
 
 /// A signed-in session over one transport.

@@ -42,6 +42,22 @@ pub enum Transport {
     Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
 }
 
+/// Why a WebSocket handshake failed; for an HTTP refusal (403, 429, 503)
+/// the gateway's one-line reason.
+fn refusal(url: &str, e: tokio_tungstenite::tungstenite::Error) -> String {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let reason = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            format!("{url}: HTTP {}: {}", resp.status(), reason.trim())
+        }
+        e => format!("{url}: {e}"),
+    }
+}
+
 impl Transport {
     /// Connects.
     pub async fn connect(target: &Target) -> io::Result<Self> {
@@ -58,7 +74,7 @@ impl Transport {
                     true,
                 )
                 .await
-                .map_err(|e| io::Error::other(format!("{url}: {e}")))?;
+                .map_err(|e| io::Error::other(refusal(url, e)))?;
                 Ok(Transport::Ws(Box::new(ws)))
             }
         }

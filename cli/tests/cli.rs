@@ -24,14 +24,30 @@ async fn server() -> Server {
 }
 
 async fn chat(srv: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chat"))
-        .arg("--server")
+    chat_in(srv, None, args).await
+}
+
+/// Runs `chat` (in `dir` if given), killing it if it runs over a minute.
+async fn chat_in(srv: &Server, dir: Option<&std::path::Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat"));
+    cmd.arg("--server")
         .arg(&srv.addr)
         .args(["--timeout", "20"])
         .args(args)
-        .output()
+        .kill_on_drop(true);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
         .await
+        .expect("chat ran for over a minute")
         .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    assert!(!o.status.success(), "succeeded unexpectedly");
+    assert_eq!(o.status.code(), Some(1));
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn stdout(o: &Output) -> String {
@@ -91,6 +107,123 @@ async fn an_upload_downloads_byte_for_byte() {
     assert_eq!(std::fs::read(&dst).unwrap(), data);
 }
 
+/// Uploads `data` as `name` from a fresh directory; returns the file number.
+async fn upload(srv: &Server, name: &str, data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join(name);
+    std::fs::write(&src, data).unwrap();
+    let file = stdout(&chat(srv, &["--name", "up", "upload", src.to_str().unwrap()]).await);
+    file.trim().to_owned()
+}
+
+#[tokio::test]
+async fn download_never_overwrites_a_file_without_force() {
+    let srv = server().await;
+    let file = upload(&srv, "report.txt", b"new contents").await;
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("report.txt");
+    std::fs::write(&dst, b"precious").unwrap();
+    let dst_s = dst.to_str().unwrap();
+
+    // By explicit path, by directory, and by the uploader's name in the
+    // current directory: all refused, the file untouched.
+    let dir_s = dir.path().to_str().unwrap();
+    for args in [
+        vec!["--name", "down", "download", &file, dst_s],
+        vec!["--name", "down", "download", &file, dir_s],
+    ] {
+        let err = stderr(&chat(&srv, &args).await);
+        assert!(
+            err.contains("already exists") && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&dst).unwrap(), b"precious");
+    }
+    let err = stderr(
+        &chat_in(
+            &srv,
+            Some(dir.path()),
+            &["--name", "down", "download", &file],
+        )
+        .await,
+    );
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&dst).unwrap(), b"precious");
+
+    stdout(
+        &chat(
+            &srv,
+            &["--name", "down", "download", &file, dst_s, "--force"],
+        )
+        .await,
+    );
+    assert_eq!(std::fs::read(&dst).unwrap(), b"new contents");
+    // No temporary file is left beside it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn download_into_a_directory_saves_under_the_uploaders_name() {
+    let srv = server().await;
+    let file = upload(&srv, "photo.bin", &[7u8; 1000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(
+        &chat(
+            &srv,
+            &[
+                "--name",
+                "down",
+                "download",
+                &file,
+                dir.path().to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    let saved = dir.path().join("photo.bin");
+    assert_eq!(out.trim(), saved.to_str().unwrap());
+    assert_eq!(std::fs::read(&saved).unwrap(), vec![7u8; 1000]);
+    // Without PATH: into the current directory.
+    let cwd = tempfile::tempdir().unwrap();
+    stdout(
+        &chat_in(
+            &srv,
+            Some(cwd.path()),
+            &["--name", "down", "download", &file],
+        )
+        .await,
+    );
+    assert_eq!(
+        std::fs::read(cwd.path().join("photo.bin")).unwrap().len(),
+        1000
+    );
+}
+
+#[tokio::test]
+async fn a_local_disk_error_names_the_path_and_is_not_blamed_on_the_server() {
+    let srv = server().await;
+    let file = upload(&srv, "a.txt", b"abc").await;
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("no-such-dir").join("a.txt");
+    let err = stderr(
+        &chat(
+            &srv,
+            &["--name", "down", "download", &file, dst.to_str().unwrap()],
+        )
+        .await,
+    );
+    assert!(err.contains("cannot create"), "{err}");
+    assert!(err.contains(dst.to_str().unwrap()), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(!err.contains("server"), "{err}");
+    // Reading a missing file to upload is a local error too.
+    let err = stderr(&chat(&srv, &["--name", "up", "upload", dst.to_str().unwrap()]).await);
+    assert!(
+        err.contains("cannot read") && !err.contains("connection lost"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn server_errors_are_explained_with_a_non_zero_exit() {
     let srv = server().await;
@@ -137,11 +270,14 @@ async fn the_client_works_through_the_gateway_websocket() {
     let run = |args: Vec<String>| {
         let url = url.clone();
         async move {
-            Command::new(env!("CARGO_BIN_EXE_chat"))
+            let out = Command::new(env!("CARGO_BIN_EXE_chat"))
                 .args(["--ws", &url])
                 .args(args)
-                .output()
+                .kill_on_drop(true)
+                .output();
+            tokio::time::timeout(std::time::Duration::from_secs(60), out)
                 .await
+                .expect("chat ran for over a minute")
                 .unwrap()
         }
     };
@@ -168,5 +304,34 @@ async fn the_client_works_through_the_gateway_websocket() {
         .await,
     );
     assert_eq!(line.trim(), "tcp: via ws");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_gateway_refusal_is_printed_with_its_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let web = tempfile::tempdir().unwrap();
+    let mut config = gateway::GatewayConfig::for_tests(data.path(), web.path());
+    config.chat.sync = "normal".into();
+    config.tunnel_rate = 0.001;
+    config.tunnel_burst = 1.0;
+    let gw = gateway::start(config).await.unwrap();
+    let url = format!("ws://{}/ws", gw.local_addr());
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_chat"))
+            .args(["--ws", &url, "--name", "fast", "users"])
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(std::time::Duration::from_secs(60), out)
+    };
+    stdout(&run().await.unwrap().unwrap());
+    let o = run().await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("429"), "{err}");
+    assert!(
+        err.contains("connecting too often from your address"),
+        "{err}"
+    );
     gw.shutdown().await;
 }

@@ -6,19 +6,22 @@ use std::time::Instant;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use server::peers::PeerLimits;
 use tokio::net::TcpStream;
-
-/// Bytes the WebSocket reads from the browser at a time, at most.
-const READ_BUFFER: usize = 16 * 1024;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::{origin, static_files, tunnel};
+use crate::origin::OriginPolicy;
+use crate::{static_files, tunnel};
+
+/// Bytes the WebSocket reads from the browser at a time, at most.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]
@@ -29,6 +32,10 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// One permit per open tunnel.
     pub tunnels: Arc<Semaphore>,
+    /// Tunnels open and the rate of new ones, per client address.
+    pub peers: Arc<PeerLimits>,
+    /// Which browser origins may open a tunnel.
+    pub origins: Arc<OriginPolicy>,
     /// Cancelled when the gateway shuts down.
     pub shutdown: CancellationToken,
 }
@@ -68,21 +75,51 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Opens the TCP connection first, so a browser learns at once, with a
-/// 503, that the chat server is down, then upgrades and tunnels.
+/// Refuses a request before the upgrade, with a one-line reason.
+fn refuse(status: StatusCode, reason: String) -> Response {
+    (status, format!("{reason}\n")).into_response()
+}
+
+/// Checks the origin and the limits (per address: 429; overall: 503) and
+/// opens the TCP connection first, so a browser learns at once, with a 503,
+/// that the chat server is down; then upgrades and tunnels.
 async fn ws(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !origin::allowed(&headers, &state.config.allow_origin) {
+    if !state.origins.allows(&headers) {
         tracing::warn!(%client, origin = ?headers.get("origin"), "foreign origin refused");
         return (
             StatusCode::FORBIDDEN,
             "this origin may not open the chat tunnel\n",
         )
             .into_response();
+    }
+    // The permit of the address lives as long as the tunnel.
+    let peer = match state.peers.connect(client.ip()) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(%client, limit = e.limit, "too many tunnels from one address");
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many connections from your address (at most {}); close one and try again",
+                    e.limit
+                ),
+            );
+        }
+    };
+    if !state.peers.allow_sign_in(client.ip()) {
+        tracing::warn!(%client, "tunnels opened too fast from one address");
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "connecting too often from your address; try again in a moment".into(),
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return r;
     }
     let Ok(permit) = state.tunnels.clone().try_acquire_owned() else {
         return (
@@ -106,6 +143,7 @@ async fn ws(
     let max = state.config.max_message_size;
     let opts = tunnel::TunnelOptions {
         ping_interval: state.config.ping_interval(),
+        send_timeout: state.config.send_timeout(),
         ..Default::default()
     };
     let shutdown = state.shutdown.clone();
@@ -128,5 +166,6 @@ async fn ws(
                 "tunnel closed"
             );
             drop(permit);
+            drop(peer);
         })
 }

@@ -5,6 +5,43 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use ipnet::IpNet;
+use server::peers::PeerLimitConfig;
+
+/// The largest number of seconds a duration flag accepts: one week.
+pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Parses a seconds-valued flag: a finite number above 0 and at most
+/// [`MAX_SECONDS`]. `Duration::from_secs_f64` panics on infinite, NaN,
+/// negative or huge values, so they are refused here, as a clap error.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}` is out of range: give a number of seconds above 0 and at most {MAX_SECONDS} (one week)"
+        ))
+    }
+}
+
+/// Parses a per-second rate flag: finite, 0 (no limit) or more, at most a million.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() && (0.0..=1e6).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}` is out of range: give a number from 0 to 1000000"
+        ))
+    }
+}
 
 /// How the gateway listens, where it tunnels to and its limits. The
 /// embedded chat server's own settings are flattened in as [`server::Config`].
@@ -27,26 +64,62 @@ pub struct GatewayConfig {
     #[arg(long, env = "CHAT_WEB_DIR", default_value = "dist")]
     pub web_dir: PathBuf,
 
-    /// Origins allowed to open the WebSocket besides the gateway's own host
-    /// (for example `https://chat.example.org`); `*` allows any.
+    /// Origins allowed to open the WebSocket besides the gateway's own
+    /// (for example `https://other.example.org`); `*` allows any.
     #[arg(long, env = "CHAT_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origin: Vec<String>,
+
+    /// The gateway's own public origins (for example
+    /// `https://chat.example.org`). When given, a browser's `Origin` must be
+    /// one of these or on --allow-origin, and the `Host` header is not
+    /// consulted (DNS rebinding defeats it). Set it in production.
+    #[arg(long, env = "CHAT_PUBLIC_ORIGIN", value_delimiter = ',')]
+    pub public_origin: Vec<String>,
 
     /// Most WebSocket tunnels open at once; more are refused with 503.
     #[arg(long, env = "CHAT_MAX_TUNNELS", default_value_t = 10_000)]
     pub max_tunnels: usize,
+
+    /// Most tunnels one client address (IPv6: one /64) may have open at
+    /// once; more are refused with 429 (0: no limit).
+    #[arg(long, env = "CHAT_MAX_TUNNELS_PER_IP", default_value_t = 64)]
+    pub max_tunnels_per_ip: usize,
+
+    /// New tunnels per second one client address may open, on average;
+    /// faster ones are refused with 429 (0: no limit).
+    #[arg(long, env = "CHAT_TUNNEL_RATE", default_value_t = 10.0, value_parser = parse_rate)]
+    pub tunnel_rate: f64,
+
+    /// New tunnels one client address may open at once above --tunnel-rate.
+    #[arg(long, env = "CHAT_TUNNEL_BURST", default_value_t = 100.0, value_parser = parse_rate)]
+    pub tunnel_burst: f64,
+
+    /// Client networks (CIDRs, e.g. `10.0.0.0/8`) that the per-address
+    /// tunnel limits do not apply to.
+    #[arg(long, env = "CHAT_TUNNEL_LIMITS_EXEMPT", value_delimiter = ',')]
+    pub tunnel_limits_exempt: Vec<IpNet>,
 
     /// Largest WebSocket message accepted from a browser, in bytes.
     #[arg(long, env = "CHAT_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
     pub max_message_size: usize,
 
     /// Seconds between WebSocket pings; a browser silent for two intervals is dropped.
-    #[arg(long, env = "CHAT_PING_INTERVAL", default_value_t = 20.0)]
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value_t = 20.0, value_parser = parse_seconds)]
     pub ping_interval: f64,
 
     /// Seconds to wait for the chat server to accept a tunnel's connection.
-    #[arg(long, env = "CHAT_CONNECT_TIMEOUT", default_value_t = 5.0)]
+    #[arg(long, env = "CHAT_CONNECT_TIMEOUT", default_value_t = 5.0, value_parser = parse_seconds)]
     pub connect_timeout: f64,
+
+    /// Seconds one WebSocket send (or the closing handshake) may take; a
+    /// browser that stops reading for longer loses its tunnel.
+    #[arg(long, env = "CHAT_SEND_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub send_timeout: f64,
+
+    /// Seconds an HTTP client has to send its request headers (and, with
+    /// TLS, to finish the handshake); idle connections are closed after it.
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub header_read_timeout: f64,
 
     /// PEM certificate chain: serve HTTPS and wss:// (needs --tls-key).
     #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
@@ -71,10 +144,17 @@ impl GatewayConfig {
             chat_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             web_dir: web_dir.into(),
             allow_origin: Vec::new(),
+            public_origin: Vec::new(),
             max_tunnels: 10_000,
+            max_tunnels_per_ip: 64,
+            tunnel_rate: 10.0,
+            tunnel_burst: 100.0,
+            tunnel_limits_exempt: Vec::new(),
             max_message_size: 1 << 20,
             ping_interval: 20.0,
             connect_timeout: 5.0,
+            send_timeout: 10.0,
+            header_read_timeout: 10.0,
             tls_cert: None,
             tls_key: None,
             chat: server::Config::for_data_dir(data_dir),
@@ -83,11 +163,104 @@ impl GatewayConfig {
 
     /// The ping interval as a duration.
     pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.ping_interval.max(0.01))
+        seconds(self.ping_interval)
     }
 
     /// The connect timeout as a duration.
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.connect_timeout.max(0.01))
+        seconds(self.connect_timeout)
+    }
+
+    /// The WebSocket send timeout as a duration.
+    pub fn send_timeout(&self) -> Duration {
+        seconds(self.send_timeout)
+    }
+
+    /// The HTTP header read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        seconds(self.header_read_timeout)
+    }
+
+    /// The per-address tunnel limits.
+    pub fn peer_limits(&self) -> PeerLimitConfig {
+        PeerLimitConfig {
+            max_connections: self.max_tunnels_per_ip,
+            sign_in_rate: self.tunnel_rate,
+            sign_in_burst: self.tunnel_burst,
+            exempt: self.tunnel_limits_exempt.clone(),
+        }
+    }
+}
+
+/// A duration from seconds that cannot panic, whatever the field holds
+/// (code may set the fields directly, bypassing [`parse_seconds`]).
+fn seconds(s: f64) -> Duration {
+    let s = if s.is_nan() {
+        0.01
+    } else {
+        s.clamp(0.01, MAX_SECONDS)
+    };
+    Duration::from_secs_f64(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: GatewayConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<GatewayConfig, clap::Error> {
+        let mut argv = vec!["chat-gateway"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| c.config)
+    }
+
+    #[test]
+    fn infinite_or_huge_durations_are_refused() {
+        for bad in [
+            ["--ping-interval", "inf"],
+            ["--connect-timeout", "1e30"],
+            ["--send-timeout", "NaN"],
+            ["--header-read-timeout=-1", "--ping-interval=20"],
+            ["--send-timeout", "0"],
+            ["--ping-interval", "soon"],
+        ] {
+            let e = parse(&bad).expect_err(&format!("{bad:?} accepted"));
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sane_durations_and_limits_are_accepted() {
+        let c = parse(&[
+            "--ping-interval",
+            "0.5",
+            "--send-timeout",
+            "604800",
+            "--tunnel-limits-exempt",
+            "10.0.0.0/8,2001:db8::/32",
+            "--public-origin",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(c.ping_interval(), Duration::from_millis(500));
+        assert_eq!(c.send_timeout(), Duration::from_secs(604_800));
+        assert_eq!(c.tunnel_limits_exempt.len(), 2);
+        assert_eq!(c.public_origin.len(), 2);
+        assert!(parse(&["--tunnel-rate", "inf"]).is_err());
+        assert!(parse(&["--tunnel-limits-exempt", "not-a-net"]).is_err());
+    }
+
+    #[test]
+    fn fields_set_in_code_never_panic() {
+        assert_eq!(seconds(f64::INFINITY), Duration::from_secs_f64(MAX_SECONDS));
+        assert_eq!(seconds(f64::NAN), Duration::from_millis(10));
+        assert_eq!(seconds(-3.0), Duration::from_millis(10));
     }
 }

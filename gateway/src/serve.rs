@@ -4,14 +4,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
+use futures_util::future::BoxFuture;
+use hyper_util::rt::TokioTimer;
+use server::peers::PeerLimits;
 use thiserror::Error;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
 use crate::config::GatewayConfig;
+use crate::origin::OriginPolicy;
 
 /// Why the gateway could not start.
 #[derive(Debug, Error)]
@@ -73,6 +79,43 @@ impl RunningGateway {
     }
 }
 
+/// Closes a connection that sends nothing within the timeout. hyper's
+/// header read timeout starts only once it knows the HTTP version, which it
+/// learns from the first bytes, so a client that never sends one would
+/// otherwise hold its connection open forever.
+#[derive(Debug, Clone, Copy)]
+struct FirstByteAcceptor {
+    timeout: Duration,
+}
+
+impl<S: Send + 'static> Accept<TcpStream, S> for FirstByteAcceptor {
+    type Stream = TcpStream;
+    type Service = S;
+    type Future = BoxFuture<'static, std::io::Result<(TcpStream, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(timeout, stream.peek(&mut byte)).await {
+                Ok(Ok(n)) if n > 0 => Ok((stream, service)),
+                Ok(Ok(_)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        })
+    }
+}
+
+/// Closes HTTP/1 connections that do not send a whole request head in time.
+fn limit_header_reads<A>(server: &mut axum_server::Server<A>, timeout: Duration) {
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout);
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GatewayError {
     let what = what.into();
     move |source| GatewayError::Io { what, source }
@@ -112,29 +155,48 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, chat_server = %server_addr, "gateway listening on {scheme}://{addr}");
+    if config.public_origin.is_empty() {
+        tracing::warn!(
+            "no --public-origin (CHAT_PUBLIC_ORIGIN): browsers are checked against the Host \
+             header, which DNS rebinding defeats; in production set it to the gateway's public \
+             https origin, e.g. https://chat.example.org"
+        );
+    }
     let shutdown = CancellationToken::new();
+    let header_read_timeout = config.header_read_timeout();
     let state = AppState {
         server_addr: server_addr.clone(),
         tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
+        peers: PeerLimits::new(config.peer_limits()),
+        origins: Arc::new(OriginPolicy {
+            public: config.public_origin.clone(),
+            allow: config.allow_origin.clone(),
+        }),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
     };
     let service = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = Handle::new();
     let h = handle.clone();
+    let first_byte = FirstByteAcceptor {
+        timeout: header_read_timeout,
+    };
     let task = tokio::spawn(async move {
         match tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(listener, tls)
-                    .handle(h)
-                    .serve(service)
-                    .await
+                let acceptor = RustlsAcceptor::new(tls)
+                    .handshake_timeout(header_read_timeout)
+                    .acceptor(first_byte);
+                let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(h);
+                limit_header_reads(&mut server, header_read_timeout);
+                server.serve(service).await
             }
             None => {
-                axum_server::from_tcp(listener)
-                    .handle(h)
-                    .serve(service)
-                    .await
+                let mut server = axum_server::from_tcp(listener)
+                    .acceptor(first_byte)
+                    .handle(h);
+                limit_header_reads(&mut server, header_read_timeout);
+                server.serve(service).await
             }
         }
     });

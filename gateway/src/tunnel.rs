@@ -3,7 +3,10 @@
 //! Each direction reads one buffer and awaits its write on the other side
 //! before reading again, so a slow side slows the other instead of filling
 //! a queue: a browser that stops reading stops the gateway's TCP reads, and
-//! the chat server then cuts it off by its own slow-reader limit. Bytes
+//! the chat server then cuts it off by its own slow-reader limit. Every
+//! WebSocket send, and the closing handshake, has a deadline
+//! ([`TunnelOptions::send_timeout`]): a browser that stops reading ends its
+//! tunnel ([`End::BrowserStalled`]) and frees its slot. Bytes
 //! pass unchanged; packet boundaries are the endpoints' business.
 //!
 //! The pumps are generic over the WebSocket's `Sink`/`Stream` and the TCP
@@ -30,6 +33,9 @@ pub enum End {
     TextMessage,
     /// The browser stopped answering pings.
     BrowserSilent,
+    /// The browser stopped reading: a send did not complete within the
+    /// send timeout.
+    BrowserStalled,
     /// The chat server closed the TCP connection.
     ServerClosed,
     /// The TCP connection failed.
@@ -42,7 +48,10 @@ impl End {
     /// The close frame to send the browser, if it can still receive one.
     pub fn close_frame(&self) -> Option<CloseFrame> {
         let (code, reason) = match self {
-            End::BrowserClosed | End::BrowserError(_) | End::BrowserSilent => return None,
+            End::BrowserClosed
+            | End::BrowserError(_)
+            | End::BrowserSilent
+            | End::BrowserStalled => return None,
             End::TextMessage => (close_code::UNSUPPORTED, "binary messages only".to_owned()),
             End::ServerClosed => (
                 close_code::NORMAL,
@@ -69,6 +78,8 @@ pub struct TunnelOptions {
     pub read_buffer: usize,
     /// Interval of WebSocket pings; two silent intervals end the tunnel.
     pub ping_interval: Duration,
+    /// Longest one WebSocket send, and the closing handshake, may take.
+    pub send_timeout: Duration,
 }
 
 impl Default for TunnelOptions {
@@ -79,6 +90,7 @@ impl Default for TunnelOptions {
             // MB/s against 112-129 MB/s with 64 KiB).
             read_buffer: 16 * 1024,
             ping_interval: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -124,15 +136,33 @@ where
             _ = shutdown.cancelled() => End::Shutdown,
         }
     };
-    if let Some(frame) = end.close_frame() {
-        let _ = sink.send(Message::Close(Some(frame))).await;
-    }
-    let _ = sink.close().await;
+    // The close frame and the close handshake share one deadline: a
+    // browser that does not read must not hold the tunnel open.
+    let close = async {
+        if let Some(frame) = end.close_frame() {
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    };
+    let _ = tokio::time::timeout(opts.send_timeout, close).await;
     let _ = tcp_write.shutdown().await;
     Report {
         to_server: up_bytes.load(Ordering::Relaxed),
         to_browser: down_bytes.load(Ordering::Relaxed),
         end,
+    }
+}
+
+/// Sends one message within the send timeout.
+async fn send_within<S>(sink: &mut S, msg: Message, timeout: Duration) -> Result<(), End>
+where
+    S: Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    match tokio::time::timeout(timeout, sink.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(End::BrowserError(e.to_string())),
+        Err(_) => Err(End::BrowserStalled),
     }
 }
 
@@ -196,8 +226,8 @@ where
                     // Coalesced reads travel as one message; the receiver
                     // decodes the stream incrementally.
                     let data = buf.split().freeze();
-                    if let Err(e) = sink.send(Message::Binary(data)).await {
-                        return End::BrowserError(e.to_string());
+                    if let Err(end) = send_within(sink, Message::Binary(data), opts.send_timeout).await {
+                        return end;
                     }
                     bytes.fetch_add(n as u64, Ordering::Relaxed);
                     buf.reserve(opts.read_buffer);
@@ -209,8 +239,9 @@ where
                 if silent > silent_limit {
                     return End::BrowserSilent;
                 }
-                if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                    return End::BrowserError(e.to_string());
+                let ping = Message::Ping(Default::default());
+                if let Err(end) = send_within(sink, ping, opts.send_timeout).await {
+                    return end;
                 }
             }
         }
@@ -234,11 +265,16 @@ mod tests {
     struct FakeWs {
         to_browser: Option<mpsc::UnboundedSender<Message>>,
         from_browser: mpsc::UnboundedReceiver<Result<Message, String>>,
+        /// A browser that stopped reading: the sink is never ready again.
+        stalled: bool,
     }
 
     impl Sink<Message> for FakeWs {
         type Error = String;
         fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            if self.stalled {
+                return Poll::Pending;
+            }
             Poll::Ready(Ok(()))
         }
         fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), String> {
@@ -251,6 +287,9 @@ mod tests {
             Poll::Ready(Ok(()))
         }
         fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            if self.stalled {
+                return Poll::Pending;
+            }
             self.to_browser = None;
             Poll::Ready(Ok(()))
         }
@@ -272,6 +311,10 @@ mod tests {
     }
 
     fn start() -> Harness {
+        start_with(TunnelOptions::default(), false)
+    }
+
+    fn start_with(opts: TunnelOptions, stalled: bool) -> Harness {
         let (to_browser, browser_rx) = mpsc::unbounded_channel();
         let (browser_tx, from_browser) = mpsc::unbounded_channel();
         let (gateway_side, server) = duplex(1024);
@@ -280,14 +323,9 @@ mod tests {
         let ws = FakeWs {
             to_browser: Some(to_browser),
             from_browser,
+            stalled,
         };
-        let tunnel = tokio::spawn(run(
-            ws,
-            read,
-            write,
-            TunnelOptions::default(),
-            shutdown.clone(),
-        ));
+        let tunnel = tokio::spawn(run(ws, read, write, opts, shutdown.clone()));
         Harness {
             browser_tx,
             browser_rx,
@@ -295,6 +333,13 @@ mod tests {
             tunnel,
             shutdown,
         }
+    }
+
+    /// Awaits `f`, failing the test if it takes more than ten seconds.
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("nothing happened within 10 s")
     }
 
     fn binary(bytes: &[u8]) -> Result<Message, String> {
@@ -307,20 +352,20 @@ mod tests {
         h.browser_tx.send(binary(&[1, 2, 3])).unwrap();
         h.browser_tx.send(binary(&[4])).unwrap();
         let mut got = [0u8; 4];
-        h.server.read_exact(&mut got).await.unwrap();
+        within(h.server.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, [1, 2, 3, 4]);
-        h.server.write_all(&[9, 8, 7]).await.unwrap();
-        let Some(Message::Binary(data)) = h.browser_rx.recv().await else {
+        within(h.server.write_all(&[9, 8, 7])).await.unwrap();
+        let Some(Message::Binary(data)) = within(h.browser_rx.recv()).await else {
             panic!()
         };
         assert_eq!(&data[..], &[9, 8, 7]);
         drop(h.server);
-        let report = h.tunnel.await.unwrap();
+        let report = within(h.tunnel).await.unwrap();
         assert_eq!(
             (report.to_server, report.to_browser, report.end),
             (4, 3, End::ServerClosed)
         );
-        let Some(Message::Close(Some(frame))) = h.browser_rx.recv().await else {
+        let Some(Message::Close(Some(frame))) = within(h.browser_rx.recv()).await else {
             panic!()
         };
         assert_eq!(frame.code, close_code::NORMAL);
@@ -330,14 +375,14 @@ mod tests {
     async fn a_text_message_ends_the_tunnel_with_1003() {
         let mut h = start();
         h.browser_tx.send(Ok(Message::Text("hi".into()))).unwrap();
-        assert_eq!(h.tunnel.await.unwrap().end, End::TextMessage);
-        let Some(Message::Close(Some(frame))) = h.browser_rx.recv().await else {
+        assert_eq!(within(h.tunnel).await.unwrap().end, End::TextMessage);
+        let Some(Message::Close(Some(frame))) = within(h.browser_rx.recv()).await else {
             panic!()
         };
         assert_eq!(frame.code, close_code::UNSUPPORTED);
         // The chat server sees the connection end.
         let mut rest = Vec::new();
-        h.server.read_to_end(&mut rest).await.unwrap();
+        within(h.server.read_to_end(&mut rest)).await.unwrap();
         assert!(rest.is_empty());
     }
 
@@ -345,8 +390,8 @@ mod tests {
     async fn shutdown_closes_with_going_away() {
         let mut h = start();
         h.shutdown.cancel();
-        assert_eq!(h.tunnel.await.unwrap().end, End::Shutdown);
-        let Some(Message::Close(Some(frame))) = h.browser_rx.recv().await else {
+        assert_eq!(within(h.tunnel).await.unwrap().end, End::Shutdown);
+        let Some(Message::Close(Some(frame))) = within(h.browser_rx.recv()).await else {
             panic!()
         };
         assert_eq!(frame.code, close_code::AWAY);
@@ -356,9 +401,9 @@ mod tests {
     async fn a_browser_that_closes_closes_the_tcp_side() {
         let mut h = start();
         h.browser_tx.send(Ok(Message::Close(None))).unwrap();
-        assert_eq!(h.tunnel.await.unwrap().end, End::BrowserClosed);
+        assert_eq!(within(h.tunnel).await.unwrap().end, End::BrowserClosed);
         let mut rest = Vec::new();
-        h.server.read_to_end(&mut rest).await.unwrap();
+        within(h.server.read_to_end(&mut rest)).await.unwrap();
         assert!(rest.is_empty());
     }
 
@@ -367,7 +412,10 @@ mod tests {
         let mut h = start();
         // Paused time advances only when every task is idle: pings go out,
         // nothing comes back, and the tunnel gives up.
-        let report = h.tunnel.await.unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(3600), h.tunnel)
+            .await
+            .expect("a silent browser kept its tunnel for an hour")
+            .unwrap();
         assert_eq!(report.end, End::BrowserSilent);
         let mut pings = 0;
         while let Ok(m) = h.browser_rx.try_recv() {
@@ -376,5 +424,37 @@ mod tests {
             }
         }
         assert!(pings >= 2, "{pings} pings");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_browser_that_stops_reading_ends_its_tunnel_after_the_send_timeout() {
+        let opts = TunnelOptions {
+            // Pings far away: the stall is found by the data send alone.
+            ping_interval: Duration::from_secs(3600),
+            send_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let mut h = start_with(opts, true);
+        let started = Instant::now();
+        within(h.server.write_all(b"for a browser that does not read"))
+            .await
+            .unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(60), h.tunnel)
+            .await
+            .expect("the tunnel outlived its send timeout")
+            .unwrap();
+        assert_eq!(report.end, End::BrowserStalled);
+        assert_eq!(report.to_browser, 0);
+        // One send timeout for the data, at most one more for the close.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(10), "{took:?}");
+        assert!(took <= Duration::from_secs(21), "{took:?}");
+        // The chat server sees its connection end, and nothing reached the browser.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), h.server.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(h.browser_rx.try_recv().is_err());
     }
 }

@@ -143,6 +143,37 @@ impl ErrorCode {
         }
     }
 
+    /// A sentence for a person, saying what happened and what they can do,
+    /// for the codes whose short [`describe`](Self::describe) would leave
+    /// them guessing; `None` for the others, which clients show as the
+    /// description followed by the server's text. Both clients (the web app
+    /// and `chat`) use these words.
+    pub fn sentence(self) -> Option<&'static str> {
+        use ErrorCode::*;
+        Some(match self {
+            MailboxFull => {
+                "the recipient's mailbox is full; they need to read their messages before you can send more"
+            }
+            InsufficientStorage => "the server's disk is almost full; nothing was saved",
+            SignInTimeout => "the connection was closed because it did not sign in in time; try again",
+            TooManyConnections => {
+                "too many connections from your address; close some (other tabs or clients) and try again"
+            }
+            Busy => "the server is busy; try again in a moment",
+            _ => return None,
+        })
+    }
+
+    /// What to show a person for this error: the [`sentence`](Self::sentence)
+    /// when there is one, else the description and the server's `text`.
+    pub fn words(self, text: &str) -> String {
+        match self.sentence() {
+            Some(s) => s.to_owned(),
+            None if text.is_empty() => self.describe().to_owned(),
+            None => format!("{}: {text}", self.describe()),
+        }
+    }
+
     /// Whether the server closes the connection after sending this error.
     pub fn closes_connection(self) -> bool {
         use ErrorCode::*;
@@ -174,5 +205,20 @@ mod tests {
         for n in 0..=u16::MAX {
             assert_eq!(ErrorCode::from_u16(n).to_u16(), n);
         }
+    }
+
+    #[test]
+    fn the_codes_a_person_can_act_on_have_sentences() {
+        for n in 17..=21 {
+            assert!(ErrorCode::from_u16(n).sentence().is_some(), "code {n}");
+        }
+        assert_eq!(
+            ErrorCode::Busy.words("open files: 1024"),
+            "the server is busy; try again in a moment"
+        );
+        assert_eq!(
+            ErrorCode::UnknownUser.words("no user 9"),
+            "unknown user: no user 9"
+        );
     }
 }

@@ -46,6 +46,68 @@ pub enum NameError {
     /// The name holds a control character.
     #[error("the name holds the control character U+{0:04X}")]
     ControlCharacter(u32),
+    /// The name holds a character that is invisible or changes the
+    /// direction of the text around it, so two names that look the same
+    /// could differ, or a name could disguise what follows it.
+    #[error("the name holds the invisible or direction-changing character U+{0:04X}")]
+    Invisible(u32),
+    /// A user name starts or ends with whitespace, or holds whitespace
+    /// other than the plain space U+0020.
+    #[error("the name starts or ends with a space, or holds a space other than U+0020")]
+    Whitespace,
+}
+
+/// The invisible and direction-changing characters names may not hold,
+/// as sorted, disjoint, inclusive ranges: every format character
+/// (Unicode category Cf, as of Unicode 16), the line and paragraph
+/// separators, the Hangul fillers, the combining grapheme joiner, the
+/// Khmer inherent vowels and the variation selectors.
+const INVISIBLE: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),   // soft hyphen (Cf)
+    (0x034F, 0x034F),   // combining grapheme joiner
+    (0x0600, 0x0605),   // Arabic number signs (Cf)
+    (0x061C, 0x061C),   // Arabic letter mark (Cf, bidi)
+    (0x06DD, 0x06DD),   // Arabic end of ayah (Cf)
+    (0x070F, 0x070F),   // Syriac abbreviation mark (Cf)
+    (0x0890, 0x0891),   // Arabic pound and piastre marks above (Cf)
+    (0x08E2, 0x08E2),   // Arabic disputed end of ayah (Cf)
+    (0x115F, 0x1160),   // Hangul choseong and jungseong fillers
+    (0x17B4, 0x17B5),   // Khmer inherent vowels
+    (0x180B, 0x180F),   // Mongolian variation selectors and vowel separator (Cf)
+    (0x200B, 0x200F),   // zero-width space, (non-)joiner, LRM, RLM (Cf)
+    (0x2028, 0x202E),   // line and paragraph separators; bidi embeddings and overrides (Cf)
+    (0x2060, 0x2064),   // word joiner, invisible operators (Cf)
+    (0x2066, 0x206F),   // bidi isolates; deprecated format characters (Cf)
+    (0x3164, 0x3164),   // Hangul filler
+    (0xFE00, 0xFE0F),   // variation selectors
+    (0xFEFF, 0xFEFF),   // zero-width no-break space, byte order mark (Cf)
+    (0xFFA0, 0xFFA0),   // halfwidth Hangul filler
+    (0xFFF9, 0xFFFB),   // interlinear annotation controls (Cf)
+    (0x110BD, 0x110BD), // Kaithi number sign (Cf)
+    (0x110CD, 0x110CD), // Kaithi number sign above (Cf)
+    (0x13430, 0x1343F), // Egyptian hieroglyph format controls (Cf)
+    (0x1BCA0, 0x1BCA3), // shorthand format controls (Cf)
+    (0x1D173, 0x1D17A), // musical symbol format controls (Cf)
+    (0xE0001, 0xE0001), // language tag (Cf)
+    (0xE0020, 0xE007F), // tag characters (Cf)
+    (0xE0100, 0xE01EF), // variation selectors supplement
+];
+
+/// Whether names may not hold `c` because it is invisible or changes the
+/// direction of the text (see [`INVISIBLE`]).
+pub fn is_invisible(c: char) -> bool {
+    let c = c as u32;
+    INVISIBLE
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 fn validate(name: &str, max: usize) -> Result<(), NameError> {
@@ -58,18 +120,34 @@ fn validate(name: &str, max: usize) -> Result<(), NameError> {
             max,
         });
     }
-    match name.chars().find(|c| c.is_control()) {
-        Some(c) => Err(NameError::ControlCharacter(c as u32)),
-        None => Ok(()),
+    for c in name.chars() {
+        if c.is_control() {
+            return Err(NameError::ControlCharacter(c as u32));
+        }
+        if is_invisible(c) {
+            return Err(NameError::Invisible(c as u32));
+        }
     }
+    Ok(())
 }
 
-/// Checks a user name: 1 to 64 UTF-8 bytes, no control characters.
+/// Checks a user name: 1 to 64 UTF-8 bytes; no control, invisible or
+/// direction-changing character; no whitespace at either end and none but
+/// U+0020 inside.
 pub fn validate_user_name(name: &str) -> Result<(), NameError> {
-    validate(name, MAX_USER_NAME)
+    validate(name, MAX_USER_NAME)?;
+    let edge = |c: Option<char>| c.is_some_and(char::is_whitespace);
+    if edge(name.chars().next())
+        || edge(name.chars().next_back())
+        || name.chars().any(|c| c.is_whitespace() && c != ' ')
+    {
+        return Err(NameError::Whitespace);
+    }
+    Ok(())
 }
 
-/// Checks a file name: 1 to 255 UTF-8 bytes, no control characters.
+/// Checks a file name: 1 to 255 UTF-8 bytes; no control, invisible or
+/// direction-changing character.
 pub fn validate_file_name(name: &str) -> Result<(), NameError> {
     validate(name, MAX_FILE_NAME)
 }
@@ -107,5 +185,68 @@ mod tests {
         assert!(validate_file_name(&"é".repeat(127)).is_ok());
         assert!(validate_file_name(&"é".repeat(128)).is_err());
         assert!(validate_user_name("Zoë 🙂").is_ok());
+    }
+
+    #[test]
+    fn the_invisible_table_is_sorted_and_disjoint() {
+        for w in INVISIBLE.windows(2) {
+            assert!(w[0].0 <= w[0].1 && w[0].1 < w[1].0, "{w:x?}");
+        }
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for c in [
+            0xAD, 0x34F, 0x600, 0x61C, 0x6DD, 0x70F, 0x8E2, 0x115F, 0x1160, 0x17B4, 0x180E, 0x200B,
+            0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202E, 0x2060, 0x2064, 0x2066, 0x2069,
+            0x3164, 0xFE00, 0xFE0F, 0xFEFF, 0xFFA0, 0xFFF9, 0x110BD, 0x1BCA3, 0x1D173, 0xE0001,
+            0xE0020, 0xE007F, 0xE0100, 0xE01EF,
+        ] {
+            let ch = char::from_u32(c).unwrap();
+            let name = format!("ab{ch}c");
+            assert_eq!(
+                validate_user_name(&name),
+                Err(NameError::Invisible(c)),
+                "{c:X}"
+            );
+            assert_eq!(
+                validate_file_name(&name),
+                Err(NameError::Invisible(c)),
+                "{c:X}"
+            );
+        }
+        // Neighbours of the ranges are fine.
+        for c in [
+            '\u{AC}',
+            '\u{2027}',
+            '\u{2065}',
+            '\u{FE10}',
+            '\u{E01F0}',
+            '\u{E000}',
+        ] {
+            assert!(!is_invisible(c), "{:X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn user_names_have_plain_inner_spaces_only() {
+        assert!(validate_user_name("Ada Lovelace").is_ok());
+        for bad in [
+            " ada",
+            "ada ",
+            "ada\u{A0}l",
+            "ada\u{3000}l",
+            "ada\u{2003}l",
+            "\u{A0}",
+        ] {
+            assert_eq!(
+                validate_user_name(bad),
+                Err(NameError::Whitespace),
+                "{bad:?}"
+            );
+        }
+        // File names may hold any visible space.
+        assert!(validate_file_name(" notes .txt").is_ok());
+        assert!(validate_file_name("a\u{A0}b").is_ok());
     }
 }

@@ -160,3 +160,67 @@ proptest! {
         let _ = decode_pieces(&[&bytes]);
     }
 }
+
+/// Every character names may not hold, besides Cc controls (docs/PROTOCOL.md,
+/// "Names, blobs and chunks").
+const REFUSED: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x2028, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+    (0xE0100, 0xE01EF),
+];
+
+fn refused_char() -> impl Strategy<Value = char> {
+    (0..REFUSED.len(), any::<u32>()).prop_map(|(i, k)| {
+        let (lo, hi) = REFUSED[i];
+        char::from_u32(lo + k % (hi - lo + 1)).expect("no surrogates in the table")
+    })
+}
+
+proptest! {
+    #[test]
+    fn a_name_holding_an_invisible_character_is_refused(
+        before in "[a-zA-Z0-9 é🙂]{0,10}",
+        c in refused_char(),
+        after in "[a-zA-Z0-9 é🙂]{0,10}",
+    ) {
+        let name = format!("{before}{c}{after}");
+        let expected = Err(proto::limits::NameError::Invisible(c as u32));
+        prop_assert_eq!(proto::limits::validate_user_name(&name), expected.clone());
+        prop_assert_eq!(proto::limits::validate_file_name(&name), expected);
+    }
+
+    #[test]
+    fn letters_digits_and_single_inner_spaces_are_accepted(
+        words in vec("[\\p{L}\\p{Nd}]{1,6}", 1..6),
+    ) {
+        let name = words.join(" ");
+        prop_assume!(name.len() <= proto::limits::MAX_USER_NAME);
+        prop_assert_eq!(proto::limits::validate_user_name(&name), Ok(()));
+        prop_assert_eq!(proto::limits::validate_file_name(&name), Ok(()));
+    }
+}

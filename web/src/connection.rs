@@ -472,6 +472,8 @@ impl Connection {
                     out.push(Action::Notice(Some(
                         "This chat was opened in another tab or window.".into(),
                     )));
+                } else if code.sentence().is_some() {
+                    out.push(Action::Notice(Some(error_message(code, &text))));
                 } else if code != ErrorCode::BadSession {
                     out.push(Action::Notice(Some(text.clone())));
                 }
@@ -510,7 +512,7 @@ impl Connection {
                 text,
             } => out.push(Action::Failed {
                 number: message,
-                reason: format!("{code}: {text}"),
+                reason: error_message(code, &text),
             }),
             Event::Incoming {
                 from,
@@ -574,11 +576,16 @@ impl Connection {
                 self.progress_shown.remove(&transfer);
                 out.push(Action::TransferEnded {
                     id: transfer,
-                    error: Some(format!("{code}: {text}")),
+                    error: Some(error_message(code, &text)),
                     now_ms: browser::now_ms(),
                 });
             }
-            Event::ServerError { text, .. } => out.push(Action::Notice(Some(text))),
+            Event::ServerError { code, text, .. } => {
+                out.push(Action::Notice(Some(match code.sentence() {
+                    Some(_) => error_message(code, &text),
+                    None => text,
+                })))
+            }
         }
     }
 }
@@ -588,6 +595,23 @@ pub fn sign_in_message(code: ErrorCode, text: &str) -> String {
     match code {
         ErrorCode::NameInUse => "That name is in use right now. Pick another.".into(),
         ErrorCode::InvalidName => format!("That name cannot be used: {text}"),
-        _ => format!("{code}: {text}"),
+        _ => error_message(code, text),
     }
+}
+
+/// An error from the server as a sentence a person understands: the
+/// shared sentence of the codes a person can act on (mailbox full, disk
+/// full, busy, too many connections, sign-in timeout), else the code's
+/// description and the server's text.
+pub fn error_message(code: ErrorCode, text: &str) -> String {
+    let words = code.words(text);
+    let mut chars = words.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if code.sentence().is_some() {
+        out.push('.');
+    }
+    out
 }

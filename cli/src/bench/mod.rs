@@ -26,7 +26,7 @@ pub enum Scenario {
         #[arg(long, default_value_t = 16)]
         window: usize,
         /// Seconds to send for.
-        #[arg(long, default_value_t = 5.0)]
+        #[arg(long, default_value_t = 5.0, value_parser = crate::parse_seconds)]
         seconds: f64,
         /// Message body size in bytes (at least 8).
         #[arg(long, default_value_t = 32)]
@@ -50,7 +50,7 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1000)]
         sessions: usize,
         /// Seconds to hold them open after all are signed in.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = crate::parse_seconds)]
         hold: f64,
     },
     /// Upload then download one file, for each window size.

@@ -42,7 +42,16 @@ pub async fn direct(s: &mut Session, user: &str, text: &str) -> Result<(), Sessi
     let n = s
         .core
         .send_message(to, Bytes::copy_from_slice(text.as_bytes()))?;
-    wait_sent(s, n).await
+    match wait_sent(s, n).await {
+        Err(SessionError::Server {
+            code: ErrorCode::MailboxFull,
+            ..
+        }) => Err(SessionError::MailboxFull(match user.parse::<u64>() {
+            Ok(_) => format!("user {user}"),
+            Err(_) => user.to_owned(),
+        })),
+        other => other,
+    }
 }
 
 /// Broadcasts and waits until the server has accepted it.

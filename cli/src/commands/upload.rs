@@ -9,7 +9,7 @@ use crate::session::{Session, SessionError};
 
 /// Uploads a file and prints its number once the server has all of it.
 pub async fn run(s: &mut Session, path: &Path) -> Result<u64, SessionError> {
-    let data = std::fs::read(path).map_err(SessionError::Io)?;
+    let data = std::fs::read(path).map_err(SessionError::local("read", path))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
