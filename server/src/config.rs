@@ -290,3 +290,25 @@ impl Config {
         self.max_file_size.min(proto::limits::MAX_FILE_SIZE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_finite_and_bounded() {
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        for bad in ["inf", "NaN", "-1", "0", "1e30", "x"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+        assert!(days("0").is_ok());
+        assert!(days("inf").is_err());
+        assert!(rate("1e300").is_err());
+        // A hand-built config with absurd values still gives durations.
+        let mut c = Config::for_data_dir("x");
+        c.session_timeout = f64::INFINITY;
+        c.write_timeout = f64::NAN;
+        c.mail_expiry_days = 1e300;
+        let _ = (c.session_timeout(), c.write_timeout(), c.mail_expiry());
+    }
+}

@@ -24,7 +24,8 @@ use crate::peers::PeerLimits;
 use crate::store::{Store, StoreError, StoreLimits};
 use crate::transfers::quota::Quota;
 
-/// How often unread mail past its age and old session records are pruned.
+/// How often unread mail past its age and old session records are pruned,
+/// at most: more often when an age is shorter (a quarter of it).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often the free disk space is read.
 const DISK_EVERY: Duration = Duration::from_secs(2);
@@ -256,7 +257,18 @@ fn raise_open_files_limit() {
 /// space is read, and old mail and session records are pruned.
 async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
     let idle = ctx.config.transfer_idle_timeout();
-    let tick = (idle / 4).clamp(Duration::from_millis(10), DISK_EVERY);
+    let prune_every = [
+        Some(ctx.config.session_record_age()),
+        ctx.config.mail_expiry(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|age| age / 4)
+    .fold(PRUNE_EVERY, Duration::min)
+    .max(Duration::from_millis(100));
+    let tick = (idle / 4)
+        .min(prune_every)
+        .clamp(Duration::from_millis(10), DISK_EVERY);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<tokio::time::Instant> = None;
@@ -270,7 +282,7 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
                 }
                 let disk = ctx.clone();
                 let _ = tokio::task::spawn_blocking(move || disk.disk.refresh()).await;
-                if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
+                if last_prune.is_none_or(|t| now.duration_since(t) >= prune_every) {
                     last_prune = Some(now);
                     match ctx.store.prune(ctx.config.session_record_age(), ctx.config.mail_expiry()).await {
                         Ok(p) if p.sessions + p.messages > 0 => {

@@ -65,7 +65,8 @@ async fn a_first_release_database_keeps_its_queue_numbers_and_duplicates() {
              INSERT INTO messages (id, recipient, sender, body, created_at) VALUES (7, 2, 1, CAST('queued before' AS BLOB), CAST(strftime('%s', 'now') AS INTEGER));
              -- Messages 8 and 9 were delivered and deleted; their numbers stay used.
              UPDATE sqlite_sequence SET seq = 9 WHERE name = 'messages';
-             INSERT INTO sent (sender, number, created_at) VALUES (1, 100, 0), (1, 101, 0), (1, 103, 0);",
+             INSERT INTO sent (sender, number, created_at) VALUES (1, 100, 0), (1, 101, 0), (1, 103, 0);
+             INSERT INTO broadcasts (id, sender, body, created_at) VALUES (41, 1, CAST('old' AS BLOB), 0);",
         )
         .unwrap();
     }
@@ -97,4 +98,21 @@ async fn a_first_release_database_keeps_its_queue_numbers_and_duplicates() {
     assert_eq!(alice.recv().await, Packet::MessageResponse { message: 104 });
     let (_, _, body) = bob.incoming().await;
     assert_eq!(&body[..], b"last");
+    // Broadcast bodies are gone; their numbers go on from the old table's.
+    alice
+        .send(Packet::BroadcastRequest {
+            session,
+            message: 105,
+            body: Bytes::from_static(b"to all"),
+        })
+        .await;
+    assert_eq!(
+        alice.recv().await,
+        Packet::BroadcastResponse { message: 105 }
+    );
+    let (_, number, _) = bob.incoming().await;
+    assert!(
+        number > (41 | proto::limits::BROADCAST_BIT),
+        "broadcast number {number:x} was used before"
+    );
 }
