@@ -183,7 +183,7 @@ async fn a_large_mailbox_is_redelivered_in_windows_while_the_reader_runs() {
         c.message_rate = 0;
     })
     .await;
-    let mut bob = srv.signed_in("bob").await;
+    let bob = srv.signed_in("bob").await;
     let bob_user = bob.user;
     drop(bob);
     let mut alice = srv.signed_in("alice").await;
