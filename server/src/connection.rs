@@ -105,8 +105,9 @@ pub(crate) async fn serve(
             redelivery: None,
             replies: Mutex::new(BytesMut::new()),
         };
-        let sign_in_deadline = tokio::time::sleep(ctx.config.sign_in_timeout());
-        tokio::pin!(sign_in_deadline);
+        // Boxed and dropped at sign-in, so a signed-in idle connection does
+        // not carry a timer.
+        let mut sign_in_deadline = Some(Box::pin(tokio::time::sleep(ctx.config.sign_in_timeout())));
         // The read buffer is allocated only while bytes are in it, so an
         // idle connection costs a few hundred bytes, not a buffer.
         let mut buf = BytesMut::new();
@@ -115,7 +116,12 @@ pub(crate) async fn serve(
                 biased;
                 _ = shutdown.cancelled() => break Some(error_packet(0, ErrorCode::ShuttingDown, "the server is shutting down")),
                 _ = out.closing() => break out.close_reason().map(|(code, text)| error_packet(0, code, &text)),
-                _ = &mut sign_in_deadline, if conn.session.is_none() => {
+                _ = async {
+                    match &mut sign_in_deadline {
+                        Some(deadline) => deadline.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if conn.session.is_none() => {
                     tracing::debug!("no sign-in in time");
                     break Some(error_packet(0, ErrorCode::SignInTimeout, &format!(
                         "no SESSION REQUEST or SESSION PRESERVE within {:.1} s",
@@ -143,6 +149,9 @@ pub(crate) async fn serve(
                             }
                             if buf.is_empty() {
                                 buf = BytesMut::new();
+                            }
+                            if conn.session.is_some() {
+                                sign_in_deadline = None;
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
