@@ -96,8 +96,9 @@ enum Command {
     },
     /// Run a load scenario and print its figures.
     Bench {
-        /// The server's PID, for its memory and CPU figures.
-        #[arg(long)]
+        /// The server's PID, for its memory and CPU figures (also accepted
+        /// after the scenario's name).
+        #[arg(long, env = "CHAT_BENCH_SERVER_PID", global = true)]
         server_pid: Option<u32>,
         #[command(subcommand)]
         scenario: bench::Scenario,
@@ -209,5 +210,33 @@ mod tests {
         assert!(refused(&["bench", "dm", "--seconds", "inf"]));
         assert!(refused(&["bench", "idle", "--hold", "1e300"]));
         assert!(Cli::try_parse_from(["chat", "--timeout", "0.5", "users"]).is_ok());
+        assert!(refused(&["bench", "soak", "--seconds", "inf"]));
+        assert!(refused(&["bench", "soak", "--minutes=-1"]));
+        assert!(refused(&["bench", "soak", "--report-every", "0"]));
+        assert!(refused(&["bench", "soak", "--minutes", "20000"]));
+    }
+
+    #[test]
+    fn the_soak_takes_the_server_pid_after_its_name() {
+        let soak = [
+            "chat",
+            "bench",
+            "soak",
+            "--minutes",
+            "2",
+            "--server-pid",
+            "7",
+        ];
+        assert!(matches!(
+            Cli::try_parse_from(soak).map(|c| c.command),
+            Ok(Command::Bench {
+                server_pid: Some(7),
+                ..
+            })
+        ));
+        assert!(
+            Cli::try_parse_from(["chat", "bench", "soak", "--minutes", "1", "--seconds", "5"])
+                .is_err()
+        );
     }
 }

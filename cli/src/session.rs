@@ -55,6 +55,9 @@ pub enum SessionError {
     /// A download would overwrite an existing file.
     #[error("{} already exists; give --force to overwrite it", .0.display())]
     Exists(PathBuf),
+    /// A check of a load scenario failed (its summary says which).
+    #[error("{0}")]
+    Check(String),
 }
 
 impl SessionError {
@@ -165,6 +168,26 @@ impl Session {
                     self.core.handle_timeout(now);
                 }
             }
+        }
+    }
+
+    /// Sends keepalives until `until` without ever reading the socket: a
+    /// client that has stopped reading. Ends early when a write fails.
+    pub async fn keep_alive_unread(&mut self, until: Instant) -> Result<(), SessionError> {
+        loop {
+            self.flush().await?;
+            let wake = self
+                .core
+                .poll_timeout()
+                .map(|t| self.start + t)
+                .unwrap_or(until)
+                .min(until);
+            tokio::time::sleep_until(wake).await;
+            if Instant::now() >= until {
+                return Ok(());
+            }
+            let now = self.now();
+            self.core.handle_timeout(now);
         }
     }
 

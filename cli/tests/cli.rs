@@ -1,6 +1,7 @@
 //! The real `chat` binary against a real server on port 0.
 
 use std::process::Output;
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -257,6 +258,69 @@ async fn every_bench_scenario_runs_and_prints_its_table() {
         assert!(out.contains("| metric | value |"), "{out}");
         assert!(out.contains("server CPU time"), "{out}");
     }
+}
+
+/// The value of a `| name | value |` row of a summary table.
+fn row(out: &str, name: &str) -> u64 {
+    let prefix = format!("| {name} | ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.strip_suffix(" |")?.parse().ok())
+        .unwrap_or_else(|| panic!("no row {name}: {out}"))
+}
+
+#[tokio::test]
+async fn a_short_soak_keeps_every_check_and_reports_the_servers_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    config.sync = "normal".into();
+    config.message_rate = 0;
+    // Silent connections are closed within the run.
+    config.sign_in_timeout = 2.0;
+    let running = tokio::time::timeout(Duration::from_secs(30), server::start(config))
+        .await
+        .expect("the server did not start within 30 s")
+        .unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let srv = Server {
+        addr: running.local_addr().to_string(),
+        running: Some(running),
+        _dir: dir,
+    };
+    let pid = std::process::id().to_string();
+    let out = stdout(
+        &chat(
+            &srv,
+            &[
+                "bench",
+                "soak",
+                "--seconds",
+                "20",
+                "--report-every",
+                "5",
+                "--server-pid",
+                &pid,
+                "--data-dir",
+                &data,
+            ],
+        )
+        .await,
+    );
+    assert!(
+        out.contains("| elapsed | RSS MiB | fds | db MiB | files MiB | messages |"),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("| 0:")).collect();
+    assert!(lines.len() >= 3, "{out}");
+    // The server's figures were read: no "-" in the first report line.
+    assert!(!lines[0].contains(" - |"), "{out}");
+    assert!(out.lines().any(|l| l == "lost: 0"), "{out}");
+    assert!(row(&out, "silent connections closed") >= 1, "{out}");
+    assert!(row(&out, "downloads verified") >= 1, "{out}");
+    assert_eq!(row(&out, "failed checks"), 0, "{out}");
+    let stop = srv.running.unwrap().shutdown();
+    tokio::time::timeout(Duration::from_secs(30), stop)
+        .await
+        .expect("the server did not stop within 30 s");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ pub mod broadcast;
 pub mod dm;
 pub mod files;
 pub mod idle;
+pub mod soak;
 pub mod stats;
 
 use std::time::Duration;
@@ -62,6 +63,9 @@ pub enum Scenario {
         #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
         windows: Vec<u32>,
     },
+    /// Every kind of client at once, for minutes or hours, with a line of
+    /// the server's memory, descriptors and disk every --report-every seconds.
+    Soak(soak::Options),
 }
 
 /// What every scenario needs.
@@ -98,6 +102,9 @@ impl Bench {
 
 /// Runs a scenario and prints its table.
 pub async fn run(bench: Bench, scenario: Scenario) -> Result<(), SessionError> {
+    if let Scenario::Soak(options) = scenario {
+        return soak::run(&bench, options).await;
+    }
     let before = bench.server_pid.and_then(stats::ProcessStats::read);
     let mut table = match scenario {
         Scenario::Dm {
@@ -113,6 +120,7 @@ pub async fn run(bench: Bench, scenario: Scenario) -> Result<(), SessionError> {
         } => broadcast::run(&bench, receivers, messages, window).await?,
         Scenario::Idle { sessions, hold } => idle::run(&bench, sessions, hold).await?,
         Scenario::Files { mib, windows } => files::run(&bench, mib, &windows).await?,
+        Scenario::Soak(_) => return Ok(()),
     };
     if let (Some(before), Some(after)) =
         (before, bench.server_pid.and_then(stats::ProcessStats::read))
