@@ -48,7 +48,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_QUEUED_BYTES", default_value_t = 8 << 20)]
     pub max_queued_bytes: usize,
 
-    /// Unacknowledged broadcasts kept per session for redelivery; older ones are dropped.
+    /// Most recent broadcasts kept for redelivery to sessions that resume
+    /// (once for the server, not per session); older ones are not redelivered.
     #[arg(long, env = "CHAT_MAX_PENDING_BROADCASTS", default_value_t = 1000)]
     pub max_pending_broadcasts: usize,
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::broadcasts::{Log, Owed};
 use crate::outbox::Outbox;
-use crate::pending::PendingBroadcasts;
 use crate::rate::TokenBucket;
 use crate::transfers::Transfers;
 
@@ -45,8 +45,8 @@ pub(crate) struct Redelivery {
 pub(crate) struct SessionState {
     /// The connection the session is on; `None` while the client is away.
     pub(crate) conn: Option<Outbox>,
-    /// Broadcast deliveries not yet acknowledged, as encoded packets.
-    pub(crate) pending_broadcasts: PendingBroadcasts,
+    /// Where the session stands in the hub's broadcast log.
+    pub(crate) owed: Owed,
     pub(crate) rate: TokenBucket,
     pub(crate) redelivery: Redelivery,
     pub(crate) ended: bool,
@@ -73,7 +73,7 @@ impl Session {
     /// A session that counts as attached (its name is taken) but has no
     /// connection yet: its connection is set once the cookie is on its way,
     /// so nothing live can overtake the cookie.
-    pub(crate) fn new(id: u64, user: u64, name: String, rate: TokenBucket) -> Self {
+    pub(crate) fn new(id: u64, user: u64, name: String, rate: TokenBucket, owed: Owed) -> Self {
         Self {
             id,
             user,
@@ -82,7 +82,7 @@ impl Session {
             attached: AtomicBool::new(true),
             state: Mutex::new(SessionState {
                 conn: None,
-                pending_broadcasts: PendingBroadcasts::default(),
+                owed,
                 rate,
                 redelivery: Redelivery {
                     running: true,
@@ -148,10 +148,13 @@ struct Sessions {
     by_user: HashMap<u64, Arc<Session>>,
 }
 
-/// Every live session of this server.
-#[derive(Debug, Default)]
+/// Every live session of this server, and the recent broadcasts.
+///
+/// Lock order: the broadcast log, then the sessions, then one session.
+#[derive(Debug)]
 pub(crate) struct Hub {
     sessions: Mutex<Sessions>,
+    log: Mutex<Log>,
 }
 
 /// Why a session could not be opened.
@@ -159,8 +162,53 @@ pub(crate) struct Hub {
 pub(crate) struct NameInUse;
 
 impl Hub {
+    /// A hub keeping the `keep` most recent broadcasts for redelivery.
+    pub(crate) fn new(keep: usize) -> Self {
+        Self {
+            sessions: Mutex::new(Sessions::default()),
+            log: Mutex::new(Log::new(keep)),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a session that starts now stands in the broadcast log.
+    pub(crate) fn new_owed(&self) -> Owed {
+        Owed::new(self.log().floor_for_new_session())
+    }
+
+    /// Puts `session` on `conn` unless it has ended, returning the
+    /// connection it was on and the broadcasts it is owed. Under the log's
+    /// lock, so that each broadcast reaches the new connection either live
+    /// or in this list, never both and never neither.
+    pub(crate) fn attach(
+        &self,
+        session: &Session,
+        conn: Outbox,
+    ) -> Option<(Option<Outbox>, Vec<Bytes>)> {
+        let log = self.log();
+        let mut st = session.state();
+        if st.ended {
+            return None;
+        }
+        let previous = session.set_conn(&mut st, Some(conn));
+        st.redelivery.running = true;
+        st.redelivery.missed = false;
+        st.redelivery.in_flight.clear();
+        let owed = log.owed(&st.owed, session.user);
+        Some((previous, owed))
+    }
+
+    /// `session`'s client acknowledged broadcast `delivery`.
+    pub(crate) fn ack_broadcast(&self, session: &Session, delivery: u64) {
+        let log = self.log();
+        session.state().owed.ack(delivery, &log, session.user);
     }
 
     /// Whether `user` has a session on a connection now.
@@ -220,19 +268,22 @@ impl Hub {
         }
     }
 
-    /// Hands broadcasts, as (delivery number, encoded packet) in order, to
-    /// every live session but the sender's, keeping them for redelivery
-    /// until acknowledged (at most `keep` per session). Several at once
-    /// reach each connection in one write.
-    pub(crate) fn broadcast(&self, except: u64, batch: &[(u64, Bytes)], keep: usize) {
+    /// Logs broadcasts of `sender`, as (delivery number, encoded packet) in
+    /// order, for redelivery, and pushes them to every session on a
+    /// connection but the sender's. Several at once reach each connection
+    /// in one write; a session whose client is away costs nothing here.
+    pub(crate) fn broadcast(&self, sender: &Session, batch: &[(u64, Bytes)]) {
+        let mut log = self.log();
+        for (delivery, bytes) in batch {
+            log.insert(*delivery, sender.user, bytes.clone());
+        }
         let sessions: Vec<Arc<Session>> = self.lock().by_id.values().cloned().collect();
         let frames: Vec<Bytes> = batch.iter().map(|(_, b)| b.clone()).collect();
-        for session in sessions.iter().filter(|s| s.id != except) {
-            let mut st = session.state();
-            for (delivery, bytes) in batch {
-                st.pending_broadcasts.insert(*delivery, bytes.clone(), keep);
+        for session in sessions.iter().filter(|s| s.id != sender.id) {
+            if !session.is_attached() {
+                continue;
             }
-            if let Some(conn) = &st.conn {
+            if let Some(conn) = &session.state().conn {
                 conn.send_all(&frames);
             }
         }

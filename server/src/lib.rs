@@ -24,6 +24,7 @@
 )]
 
 mod blobs;
+mod broadcasts;
 pub mod config;
 mod connection;
 mod context;
@@ -32,7 +33,6 @@ mod handlers;
 mod hub;
 mod outbox;
 pub mod peers;
-mod pending;
 mod rate;
 mod redelivery;
 pub mod server;

@@ -120,10 +120,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         budget: Budget::new(config.max_total_queued_bytes),
         peers: PeerLimits::new(config.peer_limits()),
         disk: Disk::new(config.data_dir.clone(), config.min_free_disk),
+        hub: Hub::new(config.max_pending_broadcasts),
         config,
         store,
         blobs,
-        hub: Hub::default(),
     });
     let shutdown = CancellationToken::new();
     let done = tokio::spawn(run(listener, ctx, shutdown.clone(), store_thread));

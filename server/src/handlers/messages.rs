@@ -113,8 +113,7 @@ impl Pipeline {
 fn fan_out_broadcasts(conn: &Connection, session: &Session, batch: &mut Vec<(u64, Bytes)>) {
     if !batch.is_empty() {
         let ctx = &conn.ctx;
-        ctx.hub
-            .broadcast(session.id, batch, ctx.config.max_pending_broadcasts);
+        ctx.hub.broadcast(session, batch);
         batch.clear();
     }
 }
@@ -259,7 +258,7 @@ fn finish_broadcast(
 /// Acknowledging an unknown or already acknowledged number is harmless.
 pub(super) async fn ack(conn: &Connection, session: &Session, message: u64) {
     if message & BROADCAST_BIT != 0 {
-        session.state().pending_broadcasts.remove(message);
+        conn.ctx.hub.ack_broadcast(session, message);
     } else {
         session.acknowledged(message);
         conn.ctx.store.forget(session.user, message).await;

@@ -8,7 +8,7 @@ use proto::limits::validate_user_name;
 use proto::{kind, ErrorCode, Packet};
 
 use crate::connection::Connection;
-use crate::hub::{Session, SessionState};
+use crate::hub::Session;
 use crate::rate::TokenBucket;
 use crate::redelivery;
 
@@ -55,7 +55,8 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
         Err(e) => return server_error(conn, T, 0, &e),
     };
     let rate = TokenBucket::new(ctx.config.message_rate, ctx.config.message_burst);
-    let session = Arc::new(Session::new(id, user, name.clone(), rate));
+    let owed = ctx.hub.new_owed();
+    let session = Arc::new(Session::new(id, user, name.clone(), rate, owed));
     match ctx.hub.insert(session.clone()) {
         Err(_) => {
             conn.error(
@@ -74,16 +75,10 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
     tracing::info!(user, %name, "signed in");
     conn.reply(Packet::SessionCookie { user, session: id });
     conn.flush();
-    let broadcasts = {
-        let mut st = session.state();
-        if st.ended {
-            // Replaced or expired in the meantime.
-            return;
-        }
-        session.set_conn(&mut st, Some(conn.out.clone()));
-        start_redelivery(&mut st)
-    };
-    attached(conn, session, broadcasts);
+    // None: replaced or expired in the meantime.
+    if let Some((_, broadcasts)) = ctx.hub.attach(&session, conn.out.clone()) {
+        attached(conn, session, broadcasts);
+    }
 }
 
 /// SESSION PRESERVE: refreshes this connection's session, or moves a live
@@ -117,22 +112,17 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
                 );
                 return;
             };
-            let (previous, broadcasts) = {
-                let mut st = session.state();
-                if st.ended {
-                    drop(st);
-                    conn.error(
-                        T,
-                        ErrorCode::BadSession,
-                        0,
-                        "the session has ended; sign in again",
-                    );
-                    return;
-                }
-                session.touch();
-                let previous = session.set_conn(&mut st, Some(conn.out.clone()));
-                (previous, start_redelivery(&mut st))
+            let Some((previous, broadcasts)) = conn.ctx.hub.attach(&session, conn.out.clone())
+            else {
+                conn.error(
+                    T,
+                    ErrorCode::BadSession,
+                    0,
+                    "the session has ended; sign in again",
+                );
+                return;
             };
+            session.touch();
             if let Some(previous) = previous {
                 previous.close(
                     ErrorCode::SessionMoved,
@@ -147,16 +137,6 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
             attached(conn, session, broadcasts);
         }
     }
-}
-
-/// Marks a redelivery as running, for a session attaching to a new
-/// connection (state locked): live direct messages wait for it from now
-/// on, and the broadcasts pending now are returned for it to send.
-fn start_redelivery(st: &mut SessionState) -> Vec<Bytes> {
-    st.redelivery.running = true;
-    st.redelivery.missed = false;
-    st.redelivery.in_flight.clear();
-    st.pending_broadcasts.packets()
 }
 
 /// The connection has `session` now: the cookie goes out, then the
