@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -150,11 +150,19 @@ struct Sessions {
 
 /// Every live session of this server, and the recent broadcasts.
 ///
-/// Lock order: the broadcast log, then the sessions, then one session.
+/// Lock order: the fan-out gate, the broadcast log, the sessions, one
+/// session. Fan-outs share the gate; a session attaching to a connection
+/// takes it alone, so each broadcast reaches that connection either live
+/// or in the list of what the session is owed, never both and never
+/// neither. Acknowledgements take neither.
 #[derive(Debug)]
 pub(crate) struct Hub {
     sessions: Mutex<Sessions>,
     log: Mutex<Log>,
+    gate: RwLock<()>,
+    /// One past the highest broadcast number logged.
+    next: AtomicU64,
+    keep: usize,
 }
 
 /// Why a session could not be opened.
@@ -167,6 +175,9 @@ impl Hub {
         Self {
             sessions: Mutex::new(Sessions::default()),
             log: Mutex::new(Log::new(keep)),
+            gate: RwLock::new(()),
+            next: AtomicU64::new(0),
+            keep,
         }
     }
 
@@ -184,14 +195,13 @@ impl Hub {
     }
 
     /// Puts `session` on `conn` unless it has ended, returning the
-    /// connection it was on and the broadcasts it is owed. Under the log's
-    /// lock, so that each broadcast reaches the new connection either live
-    /// or in this list, never both and never neither.
+    /// connection it was on and the broadcasts it is owed.
     pub(crate) fn attach(
         &self,
         session: &Session,
         conn: Outbox,
     ) -> Option<(Option<Outbox>, Vec<Bytes>)> {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let log = self.log();
         let mut st = session.state();
         if st.ended {
@@ -207,8 +217,11 @@ impl Hub {
 
     /// `session`'s client acknowledged broadcast `delivery`.
     pub(crate) fn ack_broadcast(&self, session: &Session, delivery: u64) {
-        let log = self.log();
-        session.state().owed.ack(delivery, &log, session.user);
+        let next = self.next.load(Ordering::Acquire);
+        if session.state().owed.done(delivery, next, self.keep) {
+            let log = self.log();
+            session.state().owed.tidy(&log);
+        }
     }
 
     /// Whether `user` has a session on a connection now.
@@ -273,9 +286,24 @@ impl Hub {
     /// connection but the sender's. Several at once reach each connection
     /// in one write; a session whose client is away costs nothing here.
     pub(crate) fn broadcast(&self, sender: &Session, batch: &[(u64, Bytes)]) {
-        let mut log = self.log();
-        for (delivery, bytes) in batch {
-            log.insert(*delivery, sender.user, bytes.clone());
+        let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let next = {
+            let mut log = self.log();
+            for (delivery, bytes) in batch {
+                log.insert(*delivery, sender.user, bytes.clone());
+            }
+            self.next.store(log.next(), Ordering::Release);
+            log.next()
+        };
+        let tidy = {
+            let mut st = sender.state();
+            batch
+                .iter()
+                .fold(false, |t, (n, _)| st.owed.done(*n, next, self.keep) | t)
+        };
+        if tidy {
+            let log = self.log();
+            sender.state().owed.tidy(&log);
         }
         let sessions: Vec<Arc<Session>> = self.lock().by_id.values().cloned().collect();
         let frames: Vec<Bytes> = batch.iter().map(|(_, b)| b.clone()).collect();
