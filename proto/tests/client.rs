@@ -977,6 +977,64 @@ fn a_download_resumes_from_the_first_unanswered_chunk_after_a_reconnect() {
 }
 
 #[test]
+fn a_download_the_server_ended_is_reopened_for_the_chunks_still_missing() {
+    let mut c = signed_in();
+    let size = 4 * 256;
+    let (t, first) = download_open(&mut c, size as u32);
+    assert_eq!(first, vec![chunk_request(0), chunk_request(1)]);
+    feed(&mut c, secs(2), &[chunk_response(size, 0)]);
+    assert_eq!(sent(&mut c), vec![chunk_request(2)]);
+    // The server sent every chunk and ended the transaction, but answers 1
+    // and 2 were lost; the requests for them are refused.
+    let unknown = Packet::Error {
+        request_type: 17,
+        code: ErrorCode::UnknownTransaction,
+        subject: 6,
+        text: "no download of this session has that transaction".into(),
+    };
+    feed(&mut c, secs(3), &[unknown.clone(), unknown]);
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::FileDownloadRequest {
+            session: S,
+            file: 4
+        }]
+    );
+    assert!(events(&mut c)
+        .iter()
+        .all(|e| !matches!(e, Event::TransferFailed { .. } | Event::ServerError { .. })));
+    feed(
+        &mut c,
+        secs(3),
+        &[Packet::FileDownloadResponse {
+            file: 4,
+            transaction: 7,
+        }],
+    );
+    let again: Vec<Packet> = [1, 2]
+        .map(|chunk| Packet::DownloadChunkRequest {
+            transaction: 7,
+            chunk,
+        })
+        .to_vec();
+    assert_eq!(sent(&mut c), again);
+    for chunk in 1..4u32 {
+        feed(
+            &mut c,
+            secs(4),
+            &[Packet::DownloadChunkResponse {
+                transaction: 7,
+                chunk,
+                data: Bytes::from(vec![chunk as u8; 256]),
+            }],
+        );
+    }
+    assert!(events(&mut c)
+        .iter()
+        .any(|e| matches!(e, Event::TransferComplete { transfer, .. } if *transfer == t)));
+}
+
+#[test]
 fn an_upload_starts_over_when_the_session_is_lost() {
     let mut c = signed_in();
     let data = Bytes::from(vec![9u8; 600]);

@@ -507,6 +507,13 @@ impl Client {
         });
     }
 
+    /// Whether `transaction` is a download's old transaction, reopened since.
+    fn is_retired(&self, transaction: u64) -> bool {
+        self.transfers
+            .values()
+            .any(|t| !t.is_upload() && t.retired == Some(transaction))
+    }
+
     fn transfer_by_transaction(&self, transaction: u64, upload: bool) -> Option<TransferId> {
         self.transfers
             .values()
@@ -735,7 +742,17 @@ impl Client {
             }
             (kind::DOWNLOAD_CHUNK_REQUEST | kind::UPLOAD_CHUNK_REQUEST, _) => {
                 let upload = request_type == kind::UPLOAD_CHUNK_REQUEST;
+                if !upload && self.is_retired(subject) {
+                    // Another chunk request of a download already reopened.
+                    return;
+                }
                 match self.transfer_by_transaction(subject, upload) {
+                    Some(id) if !upload && code == ErrorCode::UnknownTransaction => {
+                        if let Some(t) = self.transfers.get_mut(&id) {
+                            t.reopen();
+                        }
+                        self.open_transfers();
+                    }
                     Some(id) => self.fail_transfer(id, code, text),
                     None => self.events.push_back(Event::ServerError {
                         request_type,

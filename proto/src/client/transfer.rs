@@ -38,6 +38,9 @@ pub(crate) struct Transfer {
     done: u32,
     /// Whether the request that opens the transaction is on the wire.
     pub(crate) opening: bool,
+    /// A transaction the server ended while chunks were still wanted;
+    /// answers and errors naming it are stale.
+    pub(crate) retired: Option<u64>,
 }
 
 impl Transfer {
@@ -61,6 +64,7 @@ impl Transfer {
             in_flight: BTreeSet::new(),
             done: 0,
             opening: false,
+            retired: None,
         }
     }
 
@@ -138,6 +142,15 @@ impl Transfer {
         // in flight onwards is resent; the done count is unchanged.
         self.in_flight.clear();
         self.opening = false;
+    }
+
+    /// The server no longer knows the download's transaction (it ended the
+    /// download when every chunk had been sent, and the answers to the last
+    /// ones were lost with a connection): open a new one and ask again for
+    /// what has not arrived. What has arrived is kept.
+    pub(crate) fn reopen(&mut self) {
+        self.connection_lost();
+        self.retired = self.transaction.take();
     }
 
     /// The session was lost: the transaction is gone, start over.
