@@ -83,7 +83,8 @@ impl DecodeError {
     }
 }
 
-/// Where a packet type's variable part is described.
+/// Where a packet type's variable part is described. The two packet types
+/// with two strings (27 and 28) are measured by [`two_strings`] instead.
 struct Layout {
     /// Bytes before the variable part, type included.
     fixed: usize,
@@ -128,6 +129,7 @@ fn layout(t: u16) -> Option<Layout> {
         | kind::UPLOAD_CHUNK_REQUEST
         | kind::FILE_DATA_RESPONSE
         | kind::FILE_UPLOAD_REQUEST => counted(16, 1),
+        kind::PASSWORD_CHANGED => fixed(10),
         _ => return None,
     })
 }
@@ -145,6 +147,11 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
         return Ok(None);
     }
     let t = be16(buf, 0) as u16;
+    match t {
+        kind::ACCOUNT_SIGN_IN => return Ok(two_strings(buf, 2)),
+        kind::PASSWORD_CHANGE => return Ok(two_strings(buf, 10)),
+        _ => {}
+    }
     let layout = layout(t).ok_or(DecodeError::UnknownType(t))?;
     let Some((at, item)) = layout.count else {
         return Ok((buf.len() >= layout.fixed).then_some(layout.fixed));
@@ -166,6 +173,20 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     }
     let total = layout.fixed + count * item;
     Ok((buf.len() >= total).then_some(total))
+}
+
+/// The length of a packet whose fixed part ends at `at` with two
+/// length-prefixed strings after it, or `None` while it is incomplete.
+fn two_strings(buf: &[u8], at: usize) -> Option<usize> {
+    if buf.len() < at + 2 {
+        return None;
+    }
+    let second = at + 2 + be16(buf, at);
+    if buf.len() < second + 2 {
+        return None;
+    }
+    let total = second + 2 + be16(buf, second);
+    (buf.len() >= total).then_some(total)
 }
 
 /// A cursor over one whole frame; every read is in bounds because
@@ -312,6 +333,16 @@ pub fn parse(frame: Bytes) -> Result<Packet, DecodeError> {
             transaction: f.u64(),
             chunk: f.u32(),
         },
+        kind::ACCOUNT_SIGN_IN => AccountSignIn {
+            name: f.string("name")?,
+            password: f.string("password")?.into(),
+        },
+        kind::PASSWORD_CHANGE => PasswordChange {
+            session: f.u64(),
+            old: f.string("old password")?.into(),
+            new: f.string("new password")?.into(),
+        },
+        kind::PASSWORD_CHANGED => PasswordChanged { user: f.u64() },
         other => return Err(DecodeError::UnknownType(other)),
     })
 }

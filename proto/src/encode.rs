@@ -49,6 +49,9 @@ impl Packet {
             DownloadChunkResponse { data, .. } | UploadChunkRequest { data, .. } => 16 + data.len(),
             FileDataResponse { name, .. } => 16 + name.len(),
             FileUploadRequest { name, .. } => 16 + name.len(),
+            AccountSignIn { name, password } => 6 + name.len() + password.len(),
+            PasswordChange { old, new, .. } => 14 + old.len() + new.len(),
+            PasswordChanged { .. } => 10,
         }
     }
 
@@ -66,6 +69,20 @@ impl Packet {
             | IncomingMessage { body, .. } => ("body", body.len()),
             DownloadChunkResponse { data, .. } | UploadChunkRequest { data, .. } => {
                 ("data", data.len())
+            }
+            AccountSignIn { name, password } => {
+                if name.len() > U16_MAX {
+                    ("name", name.len())
+                } else {
+                    ("password", password.len())
+                }
+            }
+            PasswordChange { old, new, .. } => {
+                if old.len() > U16_MAX {
+                    ("old password", old.len())
+                } else {
+                    ("new password", new.len())
+                }
             }
             _ => return Ok(()),
         };
@@ -192,6 +209,16 @@ impl Packet {
                 buf.put_u32(*size);
                 put_str(buf, name);
             }
+            AccountSignIn { name, password } => {
+                put_str(buf, name);
+                put_str(buf, password.expose());
+            }
+            PasswordChange { session, old, new } => {
+                buf.put_u64(*session);
+                put_str(buf, old.expose());
+                put_str(buf, new.expose());
+            }
+            PasswordChanged { user } => buf.put_u64(*user),
         }
         Ok(())
     }

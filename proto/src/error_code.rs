@@ -51,6 +51,11 @@ pub enum ErrorCode {
     TooManyConnections,
     /// 21: a limit of the whole server (open transfer files) is reached; retry later.
     Busy,
+    /// 22: the name and password do not match an account (or, where only
+    /// accounts may sign in, the name has none: the two are not told apart).
+    BadCredentials,
+    /// 23: the name is protected by a password: sign in with ACCOUNT SIGN IN.
+    NameProtected,
     /// A code this build does not know.
     Other(u16),
 }
@@ -81,6 +86,8 @@ impl ErrorCode {
             SignInTimeout => 19,
             TooManyConnections => 20,
             Busy => 21,
+            BadCredentials => 22,
+            NameProtected => 23,
             Other(n) => n,
         }
     }
@@ -110,6 +117,8 @@ impl ErrorCode {
             19 => SignInTimeout,
             20 => TooManyConnections,
             21 => Busy,
+            22 => BadCredentials,
+            23 => NameProtected,
             n => Other(n),
         }
     }
@@ -139,6 +148,8 @@ impl ErrorCode {
             SignInTimeout => "did not sign in in time",
             TooManyConnections => "too many connections from this address",
             Busy => "the server is busy",
+            BadCredentials => "wrong name or password",
+            NameProtected => "the name is protected by a password",
             Other(_) => "unknown error",
         }
     }
@@ -160,6 +171,8 @@ impl ErrorCode {
                 "too many connections from your address; close some (other tabs or clients) and try again"
             }
             Busy => "the server is busy; try again in a moment",
+            BadCredentials => "wrong name or password",
+            NameProtected => "this name is protected by a password; enter it to sign in",
             _ => return None,
         })
     }

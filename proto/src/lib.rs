@@ -27,9 +27,11 @@ pub mod encode;
 pub mod error_code;
 pub mod limits;
 pub mod packet;
+pub mod password;
 
 pub use client::{Client, ClientConfig, ClientError, Event, TransferId};
 pub use decode::{decode, decode_from, decode_request_from, DecodeError, Decoder};
 pub use encode::EncodeError;
 pub use error_code::ErrorCode;
 pub use packet::{kind, Packet};
+pub use password::Password;

@@ -10,6 +10,10 @@ pub const MAX_USER_NAME: usize = 64;
 pub const MAX_FILE_NAME: usize = 255;
 /// The largest file the 4-byte size field can describe.
 pub const MAX_FILE_SIZE: u64 = u32::MAX as u64;
+/// The shortest password, in UTF-8 bytes.
+pub const MIN_PASSWORD: usize = 8;
+/// The longest password, in UTF-8 bytes.
+pub const MAX_PASSWORD: usize = 1024;
 /// Bit 63 of a delivered message number marks a broadcast.
 pub const BROADCAST_BIT: u64 = 1 << 63;
 
@@ -129,6 +133,21 @@ fn validate(name: &str, max: usize) -> Result<(), NameError> {
         }
     }
     Ok(())
+}
+
+/// Why a password was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("a password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes long; this one is {0}")]
+pub struct PasswordError(pub usize);
+
+/// Checks a password: 8 to 1024 UTF-8 bytes, any characters.
+pub fn validate_password(password: &str) -> Result<(), PasswordError> {
+    let len = password.len();
+    if (MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
+        Ok(())
+    } else {
+        Err(PasswordError(len))
+    }
 }
 
 /// Checks a user name: 1 to 64 UTF-8 bytes; no control, invisible or

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use crate::error_code::ErrorCode;
+use crate::password::Password;
 
 /// Numeric packet types, as they appear in the first two bytes of a packet.
 pub mod kind {
@@ -61,6 +62,12 @@ pub mod kind {
     pub const UPLOAD_CHUNK_REQUEST: u16 = 25;
     /// UPLOAD CHUNK RESPONSE (server → client); renumbered from the seed's 18.
     pub const UPLOAD_CHUNK_RESPONSE: u16 = 26;
+    /// ACCOUNT SIGN IN (client → server): sign in with a password.
+    pub const ACCOUNT_SIGN_IN: u16 = 27;
+    /// PASSWORD CHANGE (client → server).
+    pub const PASSWORD_CHANGE: u16 = 28;
+    /// PASSWORD CHANGED (server → client).
+    pub const PASSWORD_CHANGED: u16 = 29;
 
     /// Whether only a server sends packets of type `t`: a server refuses
     /// them from a client as soon as it has read their type.
@@ -80,6 +87,7 @@ pub mod kind {
                 | FILE_DATA_RESPONSE
                 | FILE_UPLOAD_RESPONSE
                 | UPLOAD_CHUNK_RESPONSE
+                | PASSWORD_CHANGED
         )
     }
 }
@@ -271,6 +279,28 @@ pub enum Packet {
         /// The chunk number.
         chunk: u32,
     },
+    /// 27: sign in under a name protected by a password (claiming the name
+    /// first, where the server allows it).
+    AccountSignIn {
+        /// The user name (see [`crate::limits::validate_user_name`]).
+        name: String,
+        /// The password (see [`crate::limits::validate_password`]).
+        password: Password,
+    },
+    /// 28: change the signed-in user's password, or set a first one.
+    PasswordChange {
+        /// The caller's session.
+        session: u64,
+        /// The current password; empty for a name with none yet.
+        old: Password,
+        /// The new password.
+        new: Password,
+    },
+    /// 29: the password was changed.
+    PasswordChanged {
+        /// The user whose password it is.
+        user: u64,
+    },
 }
 
 impl Packet {
@@ -304,6 +334,9 @@ impl Packet {
             FileUploadResponse { .. } => kind::FILE_UPLOAD_RESPONSE,
             UploadChunkRequest { .. } => kind::UPLOAD_CHUNK_REQUEST,
             UploadChunkResponse { .. } => kind::UPLOAD_CHUNK_RESPONSE,
+            AccountSignIn { .. } => kind::ACCOUNT_SIGN_IN,
+            PasswordChange { .. } => kind::PASSWORD_CHANGE,
+            PasswordChanged { .. } => kind::PASSWORD_CHANGED,
         }
     }
 
@@ -320,7 +353,8 @@ impl Packet {
             | FileDownloadRequest { session, .. }
             | FilesRequest { session }
             | FileDataRequest { session, .. }
-            | FileUploadRequest { session, .. } => Some(*session),
+            | FileUploadRequest { session, .. }
+            | PasswordChange { session, .. } => Some(*session),
             _ => None,
         }
     }
@@ -354,6 +388,9 @@ impl Packet {
             kind::FILE_UPLOAD_RESPONSE => "FILE UPLOAD RESPONSE",
             kind::UPLOAD_CHUNK_REQUEST => "UPLOAD CHUNK REQUEST",
             kind::UPLOAD_CHUNK_RESPONSE => "UPLOAD CHUNK RESPONSE",
+            kind::ACCOUNT_SIGN_IN => "ACCOUNT SIGN IN",
+            kind::PASSWORD_CHANGE => "PASSWORD CHANGE",
+            kind::PASSWORD_CHANGED => "PASSWORD CHANGED",
             _ => "unknown packet",
         }
     }

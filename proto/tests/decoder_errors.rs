@@ -5,7 +5,7 @@ use proto::{decode, DecodeError, Decoder, ErrorCode};
 
 #[test]
 fn unknown_types_are_named() {
-    for t in [0u16, 27, 0xffff] {
+    for t in [0u16, 30, 0xffff] {
         let bytes = t.to_be_bytes();
         let err = decode(&bytes).unwrap_err();
         assert_eq!(err, DecodeError::UnknownType(t));

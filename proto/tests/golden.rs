@@ -170,6 +170,22 @@ fn vectors() -> Vec<(Packet, &'static str)> {
             },
             "001a 0000000000000009 00000000",
         ),
+        (
+            AccountSignIn {
+                name: "bob".into(),
+                password: "password".into(),
+            },
+            "001b 0003 626f62 0008 70617373776f7264",
+        ),
+        (
+            PasswordChange {
+                session: 2,
+                old: "".into(),
+                new: "new-pass".into(),
+            },
+            "001c 0000000000000002 0000 0008 6e65772d70617373",
+        ),
+        (PasswordChanged { user: 3 }, "001d 0000000000000003"),
     ]
 }
 
@@ -177,7 +193,7 @@ fn vectors() -> Vec<(Packet, &'static str)> {
 fn every_packet_type_has_a_vector() {
     let mut kinds: Vec<u16> = vectors().iter().map(|(p, _)| p.kind()).collect();
     kinds.sort_unstable();
-    assert_eq!(kinds, (1..=26).collect::<Vec<u16>>());
+    assert_eq!(kinds, (1..=29).collect::<Vec<u16>>());
 }
 
 #[test]

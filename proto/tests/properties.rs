@@ -84,6 +84,16 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
         }),
         (n(), any::<u32>())
             .prop_map(|(transaction, chunk)| UploadChunkResponse { transaction, chunk }),
+        (name(), name()).prop_map(|(name, p)| AccountSignIn {
+            name,
+            password: p.into()
+        }),
+        (n(), name(), name()).prop_map(|(session, old, new)| PasswordChange {
+            session,
+            old: old.into(),
+            new: new.into()
+        }),
+        n().prop_map(|user| PasswordChanged { user }),
     ]
 }
 
