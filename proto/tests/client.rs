@@ -1083,3 +1083,139 @@ fn an_upload_starts_over_when_the_session_is_lost() {
         ]
     );
 }
+
+#[test]
+fn a_password_signs_in_with_account_sign_in_and_again_after_a_lost_session() {
+    let mut c = Client::new(config());
+    assert!(matches!(
+        c.sign_in_with_password("alice", "short"),
+        Err(proto::ClientError::InvalidPassword(_))
+    ));
+    c.sign_in_with_password("alice", "correct horse").unwrap();
+    c.connected(secs(0));
+    let expected = vec![Packet::AccountSignIn {
+        name: "alice".into(),
+        password: "correct horse".into(),
+    }];
+    assert_eq!(sent(&mut c), expected);
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    events(&mut c);
+    // The session expires while away: the core signs in again, with the
+    // password it holds in memory.
+    c.disconnected();
+    c.connected(secs(40));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(40),
+        &[Packet::Error {
+            request_type: 4,
+            code: ErrorCode::BadSession,
+            subject: 0,
+            text: "expired".into(),
+        }],
+    );
+    assert_eq!(sent(&mut c), expected);
+}
+
+#[test]
+fn a_wrong_password_fails_the_sign_in_and_the_transport_stays() {
+    let mut c = Client::new(config());
+    c.sign_in_with_password("alice", "wrong password").unwrap();
+    c.connected(secs(0));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::Error {
+            request_type: 27,
+            code: ErrorCode::BadCredentials,
+            subject: 0,
+            text: "wrong name or password".into(),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::SignInFailed {
+            code: ErrorCode::BadCredentials,
+            text: "wrong name or password".into()
+        }]
+    );
+    c.sign_in_with_password("alice", "right password").unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::AccountSignIn {
+            name: "alice".into(),
+            password: "right password".into(),
+        }]
+    );
+}
+
+#[test]
+fn a_password_change_is_sent_and_its_answer_reported() {
+    let mut c = signed_in();
+    assert_eq!(
+        c.change_password("", "x"),
+        Err(proto::ClientError::InvalidPassword(
+            proto::limits::PasswordError(1)
+        ))
+    );
+    c.change_password("", "first password").unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::PasswordChange {
+            session: S,
+            old: "".into(),
+            new: "first password".into(),
+        }]
+    );
+    feed(&mut c, secs(1), &[Packet::PasswordChanged { user: USER }]);
+    assert_eq!(events(&mut c), vec![Event::PasswordChanged { user: USER }]);
+    c.change_password("not it", "second password").unwrap();
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(2),
+        &[Packet::Error {
+            request_type: 28,
+            code: ErrorCode::BadCredentials,
+            subject: 0,
+            text: "the current password is wrong".into(),
+        }],
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::PasswordChangeFailed {
+            code: ErrorCode::BadCredentials,
+            text: "the current password is wrong".into()
+        }]
+    );
+    // A lost session now signs in again with the password that was set.
+    c.disconnected();
+    c.connected(secs(40));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(40),
+        &[Packet::Error {
+            request_type: 4,
+            code: ErrorCode::BadSession,
+            subject: 0,
+            text: "expired".into(),
+        }],
+    );
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::AccountSignIn {
+            name: "alice".into(),
+            password: "first password".into(),
+        }]
+    );
+}

@@ -465,6 +465,12 @@ impl Connection {
                 out.push(Action::SignInFailed(sign_in_message(code, &text)));
             }
             Event::SessionLost => browser::session_remove(SESSION_KEY),
+            Event::PasswordChanged { .. } => {
+                out.push(Action::Notice(Some("Your password was changed.".into())))
+            }
+            Event::PasswordChangeFailed { code, text } => {
+                out.push(Action::Notice(Some(error_message(code, &text))))
+            }
             Event::Disconnected { code, text } => {
                 if code == ErrorCode::SessionMoved {
                     // Another tab resumed this session: let it have it.

@@ -28,6 +28,18 @@ pub enum Event {
     },
     /// A session could not be resumed; the core signs in again by name.
     SessionLost,
+    /// The password was changed (or set: the name is now protected).
+    PasswordChanged {
+        /// The user.
+        user: u64,
+    },
+    /// Changing the password failed (for example the old one was wrong).
+    PasswordChangeFailed {
+        /// Why.
+        code: ErrorCode,
+        /// The server's explanation.
+        text: String,
+    },
     /// The server ended the connection or session (expiry, shutdown, the
     /// session moved elsewhere). The shell should close the connection.
     Disconnected {

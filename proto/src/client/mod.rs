@@ -23,8 +23,12 @@ use thiserror::Error;
 
 use crate::decode::{DecodeError, Decoder};
 use crate::error_code::ErrorCode;
-use crate::limits::{validate_file_name, validate_user_name, NameError, BROADCAST_BIT};
+use crate::limits::{
+    validate_file_name, validate_password, validate_user_name, NameError, PasswordError,
+    BROADCAST_BIT,
+};
 use crate::packet::{kind, Packet};
+use crate::password::Password;
 
 pub use event::{Event, TransferId};
 use transfer::Transfer;
@@ -77,6 +81,9 @@ pub enum ClientError {
     /// A file is larger than the 4 GiB - 1 the format allows.
     #[error("the file is {0} bytes long; at most 4294967295 are allowed")]
     FileTooLarge(u64),
+    /// A password breaks the length rule.
+    #[error("{0}")]
+    InvalidPassword(#[from] PasswordError),
 }
 
 /// A message sent and not yet acknowledged by the server.
@@ -107,6 +114,11 @@ pub struct Client {
     /// `disconnected`), whatever the phase.
     transport_up: bool,
     name: Option<String>,
+    /// The password to sign in with, kept in memory only, to sign in again
+    /// when a session is lost.
+    password: Option<Password>,
+    /// A PASSWORD CHANGE awaiting its answer: the new password.
+    changing_to: Option<Password>,
     user: Option<u64>,
     session: Option<u64>,
     now: Duration,
@@ -134,6 +146,8 @@ impl Client {
             phase: Phase::Offline,
             transport_up: false,
             name: None,
+            password: None,
+            changing_to: None,
             user: None,
             session: None,
             now: Duration::ZERO,
@@ -189,18 +203,64 @@ impl Client {
 
     // ----- transport -----
 
-    /// Sets the name to sign in with; signs in now if a transport is up.
+    /// Sets the name to sign in with (no password: SESSION REQUEST); signs
+    /// in now if a transport is up.
     pub fn sign_in(&mut self, name: &str) -> Result<(), ClientError> {
         validate_user_name(name)?;
         self.name = Some(name.to_owned());
-        // Sign in now only on an idle transport; otherwise `connected`
-        // (or the answer to a resume) does it.
+        self.password = None;
+        self.sign_in_now();
+        Ok(())
+    }
+
+    /// Sets the name and password to sign in with (ACCOUNT SIGN IN: the
+    /// name is claimed if the server allows and no one has); signs in now
+    /// if a transport is up. The password stays in memory, to sign in
+    /// again if the session is lost.
+    pub fn sign_in_with_password(&mut self, name: &str, password: &str) -> Result<(), ClientError> {
+        validate_user_name(name)?;
+        validate_password(password)?;
+        self.name = Some(name.to_owned());
+        self.password = Some(Password::from(password));
+        self.sign_in_now();
+        Ok(())
+    }
+
+    /// Signs in on an idle transport; otherwise `connected` (or the answer
+    /// to a resume) does it.
+    fn sign_in_now(&mut self) {
         if !self.transport_up || self.phase != Phase::Offline || self.session.is_some() {
-            return Ok(());
+            return;
         }
-        self.phase = Phase::Opening { resuming: false };
-        self.send(Packet::SessionRequest {
-            name: name.to_owned(),
+        if let Some(packet) = self.sign_in_packet() {
+            self.phase = Phase::Opening { resuming: false };
+            self.send(packet);
+        }
+    }
+
+    /// SESSION REQUEST, or ACCOUNT SIGN IN when there is a password.
+    fn sign_in_packet(&self) -> Option<Packet> {
+        let name = self.name.clone()?;
+        Some(match &self.password {
+            Some(password) => Packet::AccountSignIn {
+                name,
+                password: password.clone(),
+            },
+            None => Packet::SessionRequest { name },
+        })
+    }
+
+    /// Changes the signed-in user's password; `old` is empty for a name
+    /// that has none yet (which claims it). Answered by
+    /// [`Event::PasswordChanged`] or [`Event::PasswordChangeFailed`].
+    pub fn change_password(&mut self, old: &str, new: &str) -> Result<(), ClientError> {
+        validate_password(new)?;
+        let session = self.signed_in_session()?;
+        self.changing_to = Some(Password::from(new));
+        self.send(Packet::PasswordChange {
+            session,
+            old: Password::from(old),
+            new: Password::from(new),
         });
         Ok(())
     }
@@ -221,9 +281,9 @@ impl Client {
         if let Some(session) = self.session {
             self.phase = Phase::Opening { resuming: true };
             self.send(Packet::SessionPreserve { session });
-        } else if let Some(name) = self.name.clone() {
+        } else if let Some(packet) = self.sign_in_packet() {
             self.phase = Phase::Opening { resuming: false };
-            self.send(Packet::SessionRequest { name });
+            self.send(packet);
         }
     }
 
@@ -553,6 +613,13 @@ impl Client {
                 subject,
                 text,
             } => self.handle_error(request_type, code, subject, text),
+            PasswordChanged { user } => {
+                if let Some(new) = self.changing_to.take() {
+                    // Sign in again with the new one if the session is lost.
+                    self.password = Some(new);
+                }
+                self.events.push_back(Event::PasswordChanged { user });
+            }
             UsersResponse { users } => self.events.push_back(Event::Users(users)),
             UserDataResponse { user, name } => {
                 self.events.push_back(Event::UserName { user, name })
@@ -690,10 +757,10 @@ impl Client {
                     t.restart();
                 }
                 self.events.push_back(Event::SessionLost);
-                match self.name.clone() {
-                    Some(name) => {
+                match self.sign_in_packet() {
+                    Some(packet) => {
                         self.phase = Phase::Opening { resuming: false };
-                        self.send(Packet::SessionRequest { name });
+                        self.send(packet);
                     }
                     None => {
                         self.phase = Phase::Offline;
@@ -701,7 +768,12 @@ impl Client {
                     }
                 }
             }
-            (kind::SESSION_REQUEST, Phase::Opening { .. }) => {
+            (kind::PASSWORD_CHANGE, _) => {
+                self.changing_to = None;
+                self.events
+                    .push_back(Event::PasswordChangeFailed { code, text });
+            }
+            (kind::SESSION_REQUEST | kind::ACCOUNT_SIGN_IN, Phase::Opening { .. }) => {
                 // The transport stays usable: a later sign_in tries again.
                 self.phase = Phase::Offline;
                 self.events.push_back(Event::SignInFailed { code, text });
