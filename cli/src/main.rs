@@ -40,6 +40,19 @@ struct Cli {
     /// Reach the server through a gateway instead, e.g. ws://127.0.0.1:8080/ws.
     #[arg(long, env = "CHAT_WS", global = true)]
     ws: Option<String>,
+    /// Connect to --server with TLS (its --tls-cert), checking its
+    /// certificate against the public authorities, or --ca.
+    #[arg(long, env = "CHAT_TLS", global = true)]
+    tls: bool,
+    /// A PEM file of the certificates to trust for --tls (a private CA, or
+    /// the server's own self-signed certificate). Implies --tls.
+    #[arg(long, env = "CHAT_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Sign in with the password in this file (its first line), for a
+    /// protected name; the CHAT_PASSWORD environment variable works too.
+    /// Never on the command line, where others can read it.
+    #[arg(long, env = "CHAT_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
     /// The name to sign in with.
     #[arg(long, env = "CHAT_NAME", global = true)]
     name: Option<String>,
@@ -94,6 +107,10 @@ enum Command {
         #[arg(long, env = "CHAT_DOWNLOAD_FORCE")]
         force: bool,
     },
+    /// Set or change your password: reads the current one (empty for a
+    /// name that has none yet) and the new one, from a prompt on a
+    /// terminal or as two lines of standard input.
+    Passwd,
     /// Run a load scenario and print its figures.
     Bench {
         /// The server's PID, for its memory and CPU figures (also accepted
@@ -127,10 +144,53 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The password to sign in with: the first line of --password-file, or
+/// CHAT_PASSWORD; none for an unprotected name.
+fn password(file: Option<&std::path::Path>) -> Result<Option<String>, session::SessionError> {
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).map_err(session::SessionError::local("read", path))?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_owned()));
+    }
+    Ok(std::env::var("CHAT_PASSWORD").ok())
+}
+
+/// Reads `chat passwd`'s two passwords: prompts on a terminal, else two
+/// lines of standard input.
+fn read_passwords() -> Result<(String, String), session::SessionError> {
+    use std::io::{BufRead, IsTerminal};
+    let io = |e| session::SessionError::Local {
+        what: "read",
+        path: "standard input".into(),
+        source: e,
+    };
+    if std::io::stdin().is_terminal() {
+        let old = rpassword::prompt_password("Current password (empty if none): ").map_err(io)?;
+        let new = rpassword::prompt_password("New password: ").map_err(io)?;
+        let again = rpassword::prompt_password("Again: ").map_err(io)?;
+        if new != again {
+            return Err(session::SessionError::Check(
+                "the two new passwords differ".into(),
+            ));
+        }
+        Ok((old, new))
+    } else {
+        let mut lines = std::io::stdin().lock().lines();
+        let mut next = || lines.next().transpose().map(Option::unwrap_or_default);
+        let old = next().map_err(io)?;
+        let new = next().map_err(io)?;
+        Ok((old, new))
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), session::SessionError> {
-    let target = match cli.ws {
-        Some(url) => Target::Ws(url),
-        None => Target::Tcp(cli.server),
+    let target = match (cli.ws, cli.tls || cli.ca.is_some()) {
+        (Some(url), _) => Target::Ws(url),
+        (None, true) => Target::Tls(
+            cli.server,
+            transport::Tls::new(cli.ca.as_deref()).map_err(session::SessionError::Connect)?,
+        ),
+        (None, false) => Target::Tcp(cli.server),
     };
     let patience = Duration::from_secs_f64(cli.timeout.max(0.1));
     if let Command::Bench {
@@ -156,9 +216,21 @@ async fn run(cli: Cli) -> Result<(), session::SessionError> {
             text: "give a name with --name (or CHAT_NAME)".into(),
         });
     };
+    let password = password(cli.password_file.as_deref())?;
+    let passwords = match cli.command {
+        Command::Passwd => Some(read_passwords()?),
+        _ => None,
+    };
     // Only `listen` acknowledges: other commands leave incoming messages
     // queued for the user's next listening session.
-    let mut s = Session::open(&target, &name, Session::config(256, false), patience).await?;
+    let mut s = Session::open(
+        &target,
+        &name,
+        password.as_deref(),
+        Session::config(256, false),
+        patience,
+    )
+    .await?;
     match cli.command {
         Command::Users => commands::users::run(&mut s).await?,
         Command::Send { user, text } => commands::send::direct(&mut s, &user, &text).await?,
@@ -170,6 +242,10 @@ async fn run(cli: Cli) -> Result<(), session::SessionError> {
         }
         Command::Download { file, path, force } => {
             commands::download::run(&mut s, file, path.as_deref(), force).await?;
+        }
+        Command::Passwd => {
+            let (old, new) = passwords.unwrap_or_default();
+            commands::passwd::run(&mut s, &old, &new).await?;
         }
         Command::Bench { .. } => {}
     }

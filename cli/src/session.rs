@@ -79,10 +79,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects and signs in as `name`.
+    /// Connects and signs in as `name`, with `password` if given.
     pub async fn open(
         target: &Target,
         name: &str,
+        password: Option<&str>,
         config: ClientConfig,
         patience: Duration,
     ) -> Result<Self, SessionError> {
@@ -95,7 +96,10 @@ impl Session {
             start: Instant::now(),
             patience,
         };
-        s.core.sign_in(name)?;
+        match password {
+            Some(password) => s.core.sign_in_with_password(name, password)?,
+            None => s.core.sign_in(name)?,
+        }
         let now = s.now();
         s.core.connected(now);
         loop {

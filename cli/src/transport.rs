@@ -2,22 +2,77 @@
 //! the gateway. Both carry the same byte stream.
 
 use std::io;
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Where to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Target {
     /// `HOST:PORT` of the chat server.
     Tcp(String),
+    /// `HOST:PORT` of a chat server with TLS on its port.
+    Tls(String, Tls),
     /// `ws://HOST:PORT/ws` of a gateway.
     Ws(String),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "tcp://{a}"),
+            Target::Tls(a, _) => write!(f, "tls://{a}"),
+            Target::Ws(u) => f.write_str(u),
+        }
+    }
+}
+
+/// How to check a chat server's certificate.
+#[derive(Clone)]
+pub struct Tls {
+    connector: TlsConnector,
+}
+
+impl Tls {
+    /// Trusts the certificates in the PEM file `ca` (a private CA, or a
+    /// self-signed server), or, without one, the usual public authorities.
+    pub fn new(ca: Option<&Path>) -> io::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
 }
 
 /// Bytes read from TCP at a time, at most. Smaller than it could be on
@@ -38,6 +93,8 @@ fn ws_config() -> WebSocketConfig {
 pub enum Transport {
     /// Plain TCP.
     Tcp(TcpStream, Vec<u8>),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>, Vec<u8>),
     /// A WebSocket.
     Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
 }
@@ -67,6 +124,19 @@ impl Transport {
                 s.set_nodelay(true)?;
                 Ok(Transport::Tcp(s, vec![0; READ_BUFFER]))
             }
+            Target::Tls(addr, tls) => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr.as_str(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|e| io::Error::other(format!("{host}: {e}")))?;
+                let stream = tls.connector.connect(name, s).await?;
+                Ok(Transport::Tls(Box::new(stream), vec![0; READ_BUFFER]))
+            }
             Target::Ws(url) => {
                 let (ws, _) = tokio_tungstenite::connect_async_with_config(
                     url.as_str(),
@@ -84,6 +154,10 @@ impl Transport {
     pub async fn send(&mut self, bytes: Bytes) -> io::Result<()> {
         match self {
             Transport::Tcp(s, _) => s.write_all(&bytes).await,
+            Transport::Tls(s, _) => {
+                s.write_all(&bytes).await?;
+                s.flush().await
+            }
             Transport::Ws(ws) => ws
                 .send(Message::Binary(bytes))
                 .await
@@ -95,6 +169,10 @@ impl Transport {
     pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
         match self {
             Transport::Tcp(s, buf) => {
+                let n = s.read(buf).await?;
+                Ok((n > 0).then(|| Bytes::copy_from_slice(&buf[..n])))
+            }
+            Transport::Tls(s, buf) => {
                 let n = s.read(buf).await?;
                 Ok((n > 0).then(|| Bytes::copy_from_slice(&buf[..n])))
             }

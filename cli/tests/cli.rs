@@ -16,6 +16,9 @@ async fn server() -> Server {
     let mut config = server::Config::for_data_dir(dir.path());
     config.sync = "normal".into();
     config.message_rate = 0;
+    // Cheap password hashes: these tests check behaviour, not cost.
+    config.argon2_memory_kib = 64;
+    config.argon2_iterations = 1;
     let running = server::start(config).await.unwrap();
     Server {
         addr: running.local_addr().to_string(),
@@ -243,11 +246,12 @@ async fn server_errors_are_explained_with_a_non_zero_exit() {
 #[tokio::test]
 async fn every_bench_scenario_runs_and_prints_its_table() {
     let srv = server().await;
-    let scenarios: [&[&str]; 4] = [
+    let scenarios: [&[&str]; 5] = [
         &["dm", "--pairs", "2", "--seconds", "0.2"],
         &["broadcast", "--receivers", "3", "--messages", "5"],
         &["idle", "--sessions", "5", "--hold", "0.1"],
         &["files", "--mib", "1", "--windows", "4,64"],
+        &["signin", "--sessions", "5", "--concurrency", "2"],
     ];
     for args in scenarios {
         let mut full = vec!["bench", "--server-pid"];
@@ -398,4 +402,101 @@ async fn a_gateway_refusal_is_printed_with_its_reason() {
         "{err}"
     );
     gw.shutdown().await;
+}
+
+/// Runs `chat` with `stdin` and extra environment.
+async fn chat_with(srv_addr: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat"));
+    cmd.arg("--server")
+        .arg(srv_addr)
+        .args(["--timeout", "20"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("chat ran for over a minute")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn passwd_protects_a_name_and_the_password_signs_in() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = chat_with(
+        &srv.addr,
+        &["--name", "alice", "passwd"],
+        "\nfirst password\n",
+        &[],
+    )
+    .await;
+    assert!(stdout(&out).contains("password changed"));
+    // Without the password the name is refused, and said to be protected.
+    let err = stderr(&chat(&srv, &["--name", "alice", "users"]).await);
+    assert!(err.contains("protected by a password"), "{err}");
+    // From a file, or from CHAT_PASSWORD.
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "first password\n").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let out = chat(
+        &srv,
+        &["--name", "alice", "--password-file", &file, "users"],
+    )
+    .await;
+    stdout(&out);
+    let env = [("CHAT_PASSWORD", "wrong password")];
+    let out = chat_with(&srv.addr, &["--name", "alice", "users"], "", &env).await;
+    let err = stderr(&out);
+    assert!(err.contains("wrong name or password"), "{err}");
+    // Changing it needs the current one.
+    let env = [("CHAT_PASSWORD", "first password")];
+    let args = ["--name", "alice", "passwd"];
+    let out = chat_with(&srv.addr, &args, "not it\nsecond password\n", &env).await;
+    assert!(stderr(&out).contains("current password is wrong"));
+    let out = chat_with(&srv.addr, &args, "first password\nsecond password\n", &env).await;
+    stdout(&out);
+    let env = [("CHAT_PASSWORD", "second password")];
+    let out = chat_with(&srv.addr, &["--name", "alice", "users"], "", &env).await;
+    stdout(&out);
+}
+
+#[tokio::test]
+async fn tls_to_the_chat_server_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let mut config = server::Config::for_data_dir(dir.path().join("data"));
+    config.sync = "normal".into();
+    config.tls = Some(server::config::TlsFiles {
+        cert: cert_path.clone(),
+        key: key_path,
+    });
+    let running = server::start(config).await.unwrap();
+    let addr = format!("localhost:{}", running.local_addr().port());
+    let ca = cert_path.to_string_lossy().into_owned();
+    let out = chat_with(&addr, &["--ca", &ca, "--name", "alice", "users"], "", &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without trusting the certificate, the connection is refused.
+    let out = chat_with(&addr, &["--tls", "--name", "alice", "users"], "", &[]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("cannot connect"), "{err}");
+    // Plain TCP to the TLS port fails too.
+    let out = chat_with(&addr, &["--name", "bob", "users"], "", &[]).await;
+    assert!(!out.status.success());
+    running.shutdown().await;
 }

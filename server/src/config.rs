@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::accounts::AccountMode;
+
+/// A TLS certificate chain and its private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
 /// The chat server's settings. The gateway flattens these into its own
 /// flags to run an embedded server.
 #[derive(Debug, Clone, Args)]
@@ -15,6 +26,11 @@ pub struct Config {
     /// `--listen` flag, or by the gateway when it embeds the server.
     #[arg(skip = SocketAddr::from(([127, 0, 0, 1], 7878)))]
     pub listen: SocketAddr,
+
+    /// TLS for the TCP port. Set by the binary's `--tls-cert` and
+    /// `--tls-key` flags (the gateway's flags of those names are its own).
+    #[arg(skip)]
+    pub tls: Option<TlsFiles>,
 
     /// Directory for the SQLite database and the file bodies.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
@@ -157,7 +173,47 @@ pub struct Config {
     /// than the disk commits waits instead of growing the queue.
     #[arg(long, env = "CHAT_STORE_QUEUE", default_value_t = 4096)]
     pub store_queue: usize,
+
+    /// Password-protected names: `open` (names may be claimed; unclaimed
+    /// names work without a password), `required` (only accounts the
+    /// operator made may sign in), `off` (no accounts).
+    #[arg(long, env = "CHAT_ACCOUNTS", value_enum, default_value = "open")]
+    pub accounts: AccountMode,
+
+    /// Argon2id memory per password hash, KiB.
+    #[arg(long, env = "CHAT_ARGON2_MEMORY_KIB", default_value_t = ARGON2_MEMORY_KIB)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id passes over that memory.
+    #[arg(long, env = "CHAT_ARGON2_ITERATIONS", default_value_t = ARGON2_ITERATIONS)]
+    pub argon2_iterations: u32,
+
+    /// Password hashes computed at once, at most (each takes a core for
+    /// tens of milliseconds); more sign-ins wait their turn.
+    #[arg(long, env = "CHAT_MAX_HASHING", default_value_t = 1)]
+    pub max_hashing: usize,
+
+    /// Wrong passwords a name may have before each further attempt must
+    /// wait (1 s, doubling, up to --max-guess-delay).
+    #[arg(long, env = "CHAT_FREE_GUESSES_PER_NAME", default_value_t = 5)]
+    pub free_guesses_per_name: u32,
+
+    /// Wrong passwords one client address may give, over all names, before
+    /// its attempts must wait.
+    #[arg(long, env = "CHAT_FREE_GUESSES_PER_IP", default_value_t = 20)]
+    pub free_guesses_per_ip: u32,
+
+    /// The longest wait imposed after wrong passwords, seconds: how long
+    /// someone guessing can keep a name's owner out.
+    #[arg(long, env = "CHAT_MAX_GUESS_DELAY", default_value_t = 30.0, value_parser = seconds)]
+    pub max_guess_delay: f64,
 }
+
+/// Argon2id's memory cost by default: about 50 ms a hash on the
+/// development machine (README, "Passwords").
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// Argon2id's passes by default.
+pub const ARGON2_ITERATIONS: u32 = 3;
 
 /// The longest duration a flag accepts: a week, far beyond any sensible
 /// timeout, and far from where float seconds overflow a `Duration`.
@@ -209,6 +265,7 @@ impl Config {
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
             data_dir: data_dir.into(),
             session_timeout: 30.0,
             max_connections: 10_000,
@@ -243,6 +300,13 @@ impl Config {
             min_free_disk: 512 << 20,
             session_record_days: 7.0,
             store_queue: 4096,
+            accounts: AccountMode::Open,
+            argon2_memory_kib: ARGON2_MEMORY_KIB,
+            argon2_iterations: ARGON2_ITERATIONS,
+            max_hashing: 1,
+            free_guesses_per_name: 5,
+            free_guesses_per_ip: 20,
+            max_guess_delay: 30.0,
         }
     }
 
@@ -274,6 +338,19 @@ impl Config {
     /// How long records of issued session numbers are kept.
     pub fn session_record_age(&self) -> Duration {
         duration(self.session_record_days * 86_400.0)
+    }
+
+    /// The longest wait after wrong passwords.
+    pub fn max_guess_delay(&self) -> Duration {
+        duration(self.max_guess_delay)
+    }
+
+    /// The password hash's cost.
+    pub fn hash_params(&self) -> crate::accounts::hasher::HashParams {
+        crate::accounts::hasher::HashParams {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+        }
     }
 
     /// The per-address limits.

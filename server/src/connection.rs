@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proto::{decode_request_from, ErrorCode, Packet};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -85,7 +86,7 @@ impl Connection {
 /// Serves one client until it leaves, breaks the protocol, is told to
 /// close, or the server shuts down.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
@@ -93,8 +94,7 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("conn", %peer);
     async move {
         tracing::debug!("connected");
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
+        let (mut reader, writer) = stream.split();
         let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes, ctx.budget.clone());
         let write_task = tokio::spawn(write_loop(writer, receiver).in_current_span());
         let mut conn = Connection {
@@ -128,13 +128,8 @@ pub(crate) async fn serve(
                         ctx.config.sign_in_timeout
                     )));
                 }
-                ready = reader.readable() => {
-                    if let Err(e) = ready {
-                        tracing::debug!(error = %e, "read failed");
-                        break None;
-                    }
-                    buf.reserve(READ_CHUNK);
-                    match reader.try_read_buf(&mut buf) {
+                read = reader.read(&mut buf) => {
+                    match read {
                         Ok(0) => {
                             if !buf.is_empty() {
                                 tracing::debug!(bytes = buf.len(), "closed in the middle of a packet");
@@ -154,7 +149,6 @@ pub(crate) async fn serve(
                                 sign_in_deadline = None;
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => {
                             tracing::debug!(error = %e, "read failed");
                             break None;
@@ -239,9 +233,63 @@ fn detach(conn: &Connection) {
     }
 }
 
+/// A client's byte stream: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS, its handshake done.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The reading half of a [`Stream`].
+enum Reader {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl Stream {
+    fn split(self) -> (Reader, Writer) {
+        match self {
+            Stream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (Reader::Plain(r), Box::new(w))
+            }
+            Stream::Tls(tls) => {
+                let (r, w) = tokio::io::split(*tls);
+                (Reader::Tls(r), Box::new(w))
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// Reads what is there into `buf`; 0 at the end of the stream. Plain
+    /// TCP reserves room only once bytes are ready, so an idle connection
+    /// holds no buffer (TLS keeps its own buffers anyway). Cancel-safe.
+    async fn read(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Reader::Plain(r) => loop {
+                r.readable().await?;
+                buf.reserve(READ_CHUNK);
+                match r.try_read_buf(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            },
+            Reader::Tls(r) => {
+                buf.reserve(READ_CHUNK);
+                r.read_buf(buf).await
+            }
+        }
+    }
+}
+
 /// Writes queued bytes, coalescing whatever is queued into one write. The
 /// coalescing buffer lives only while there is something to write.
-async fn write_loop(mut writer: OwnedWriteHalf, receiver: OutboxReceiver) {
+async fn write_loop(mut writer: Writer, receiver: OutboxReceiver) {
     loop {
         let mut batch = Vec::new();
         if !receiver.next_batch(&mut batch, MAX_BATCH).await {

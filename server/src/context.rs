@@ -6,6 +6,7 @@ use std::sync::Arc;
 use proto::ErrorCode;
 use tokio::sync::Semaphore;
 
+use crate::accounts::Accounts;
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::disk::Disk;
@@ -31,6 +32,7 @@ pub(crate) struct Context {
     /// Connections and sign-ins per client address.
     pub(crate) peers: Arc<PeerLimits>,
     pub(crate) disk: Disk,
+    pub(crate) accounts: Accounts,
 }
 
 impl Context {

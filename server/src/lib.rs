@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: every setting and limit, as clap flags with env vars.
+//! - [`accounts`]: password-protected names (mode, Argon2id hashing, slowed guessing).
 //! - [`server`]: start, accept loop, connection limit, session expiry, shutdown.
 //! - `connection`: one client connection: read, decode, dispatch; the writer task.
 //! - `outbox`: the bounded queue of bytes for one connection (slow readers are cut off).
@@ -23,6 +24,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod accounts;
 mod blobs;
 mod broadcasts;
 pub mod config;

@@ -1,18 +1,126 @@
-//! `chat-server`: runs the chat server until SIGINT or SIGTERM.
+//! `chat-server`: runs the chat server until SIGINT or SIGTERM, or manages
+//! the accounts of its data directory (`chat-server account ...`).
 
-use clap::Parser;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use server::store::admin::Accounts;
 
 /// The chat server: sessions, direct messages, broadcasts and shared files
 /// over TCP, stored in SQLite under the data directory.
 #[derive(Debug, Parser)]
 #[command(name = "chat-server", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address to listen on for chat clients (TCP).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
     listen: std::net::SocketAddr,
 
+    /// PEM certificate chain: clients connect with TLS (needs --tls-key).
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
     #[command(flatten)]
     config: server::Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the names protected by a password, in --data-dir. Safe while
+    /// the server runs: a change applies from the next sign-in.
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountAction {
+    /// Protects NAME with a password read from standard input (a prompt on
+    /// a terminal); the name is created if new.
+    Add {
+        /// The user name.
+        name: String,
+    },
+    /// Sets a new password for NAME, read as for `add`.
+    Reset {
+        /// The user name.
+        name: String,
+    },
+    /// Removes NAME's password; the name (its number, mail and files) stays.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// Lists the protected names.
+    List,
+}
+
+/// Reads a password: twice from a prompt on a terminal, else one line of
+/// standard input. Never from an argument, where other users of the
+/// machine could read it.
+fn read_password(name: &str) -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {name}: "))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    proto::limits::validate_password(&password)?;
+    Ok(password)
+}
+
+fn account(config: &server::Config, action: AccountAction) -> anyhow::Result<()> {
+    let dir = &config.data_dir;
+    let mut accounts =
+        Accounts::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let hash = |name: &str| -> anyhow::Result<String> {
+        proto::limits::validate_user_name(name)?;
+        let password = read_password(name)?;
+        Ok(config.hash_params().hash_now(&password)?)
+    };
+    match action {
+        AccountAction::Add { name } => {
+            let hash = hash(&name)?;
+            if !accounts.add(&name, &hash)? {
+                bail!("{name} already has a password; use `account reset`");
+            }
+            println!("{name} is protected by its password");
+        }
+        AccountAction::Reset { name } => {
+            let hash = hash(&name)?;
+            if !accounts.reset(&name, &hash)? {
+                bail!("{name} has no password; use `account add`");
+            }
+            println!("{name} has a new password");
+        }
+        AccountAction::Remove { name } => {
+            if !accounts.remove(&name)? {
+                bail!("{name} has no password");
+            }
+            println!("{name} is no longer protected");
+        }
+        AccountAction::List => {
+            for a in accounts.list()? {
+                println!("{}\t{}", a.user, a.name);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -20,7 +128,14 @@ async fn main() -> anyhow::Result<()> {
     server::signal::init_logging();
     let cli = Cli::parse();
     let mut config = cli.config;
+    if let Some(Command::Account { action }) = cli.command {
+        return account(&config, action);
+    }
     config.listen = cli.listen;
+    config.tls = match (cli.tls_cert, cli.tls_key) {
+        (Some(cert), Some(key)) => Some(server::config::TlsFiles { cert, key }),
+        _ => None,
+    };
     let running = server::start(config).await?;
     println!("chat-server listening on {}", running.local_addr());
     let token = running.shutdown_token();

@@ -10,12 +10,17 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::guesses::{GuessLimits, Guesses};
+use crate::accounts::hasher::Hasher;
+use crate::accounts::Accounts;
 use crate::blobs::Blobs;
 use crate::config::Config;
-use crate::connection;
+use crate::config::TlsFiles;
+use crate::connection::{self, Stream};
 use crate::context::Context;
 use crate::disk::Disk;
 use crate::hub::Hub;
@@ -44,6 +49,12 @@ pub enum StartError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The password hash's parameters are out of range.
+    #[error("{0}")]
+    Hash(#[from] crate::accounts::hasher::HashError),
 }
 
 /// A server running on the tokio runtime.
@@ -102,6 +113,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     )?;
     let blobs = Blobs::open(&config.data_dir, &recovered.incomplete_files)
         .map_err(io("cannot open the files directory"))?;
+    let tls = match &config.tls {
+        Some(files) => Some(tls_acceptor(files).map_err(StartError::Tls)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(&format!("cannot listen on {}", config.listen)))?;
@@ -109,7 +124,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(io("cannot read the bound address"))?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "chat server listening");
+    let (params, hashing) = (config.hash_params(), config.max_hashing);
+    let hasher = tokio::task::spawn_blocking(move || Hasher::new(params, hashing))
+        .await
+        .map_err(|e| crate::accounts::hasher::HashError::Task(e.to_string()))??;
+    let accounts = Accounts::new(
+        config.accounts,
+        hasher,
+        Guesses::new(GuessLimits {
+            free_per_name: config.free_guesses_per_name,
+            free_per_address: config.free_guesses_per_ip,
+            max_delay: config.max_guess_delay(),
+        }),
+        config.ip_limits_exempt.clone(),
+    );
     let ctx = Arc::new(Context {
+        accounts,
         quota: Quota::new(
             recovered.bytes_stored,
             config.storage_quota,
@@ -126,7 +156,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         blobs,
     });
     let shutdown = CancellationToken::new();
-    let done = tokio::spawn(run(listener, ctx, shutdown.clone(), store_thread));
+    let done = tokio::spawn(run(listener, ctx, shutdown.clone(), store_thread, tls));
     Ok(RunningServer {
         addr,
         shutdown,
@@ -139,6 +169,7 @@ async fn run(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
     store_thread: std::thread::JoinHandle<()>,
+    tls: Option<TlsAcceptor>,
 ) {
     let tracker = TaskTracker::new();
     tracker.spawn(expire_sessions(ctx.clone(), shutdown.clone()));
@@ -158,10 +189,18 @@ async fn run(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+                let _ = stream.set_nodelay(true);
                 match ctx.peers.connect(peer.ip()) {
                     Ok(address) => {
+                        let tls = tls.clone();
                         tracker.spawn(async move {
-                            connection::serve(stream, peer, ctx, shutdown).await;
+                            let stream = match tls {
+                                None => Some(Stream::Plain(stream)),
+                                Some(tls) => handshake(&tls, stream, &ctx).await,
+                            };
+                            if let Some(stream) = stream {
+                                connection::serve(stream, peer, ctx, shutdown).await;
+                            }
                             drop((permit, address));
                         });
                     }
@@ -293,6 +332,40 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The TLS acceptor for the certificate chain and key in `files` (PEM).
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read {}: {e}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("cannot read {}: {e}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the TLS handshake, within the sign-in deadline.
+async fn handshake(tls: &TlsAcceptor, tcp: TcpStream, ctx: &Context) -> Option<Stream> {
+    match tokio::time::timeout(ctx.config.sign_in_timeout(), tls.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod broadcast;
 pub mod dm;
 pub mod files;
 pub mod idle;
+pub mod signin;
 pub mod soak;
 pub mod stats;
 
@@ -63,6 +64,15 @@ pub enum Scenario {
         #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
         windows: Vec<u32>,
     },
+    /// Sign-ins per second, without a password and with one (Argon2id).
+    Signin {
+        /// Names signed in, in each round.
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        /// Sign-ins under way at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Every kind of client at once, for minutes or hours, with a line of
     /// the server's memory, descriptors and disk every --report-every seconds.
     Soak(soak::Options),
@@ -93,6 +103,7 @@ impl Bench {
         Session::open(
             &self.target,
             &name,
+            None,
             Session::config(window, true),
             self.patience,
         )
@@ -120,6 +131,10 @@ pub async fn run(bench: Bench, scenario: Scenario) -> Result<(), SessionError> {
         } => broadcast::run(&bench, receivers, messages, window).await?,
         Scenario::Idle { sessions, hold } => idle::run(&bench, sessions, hold).await?,
         Scenario::Files { mib, windows } => files::run(&bench, mib, &windows).await?,
+        Scenario::Signin {
+            sessions,
+            concurrency,
+        } => signin::run(&bench, sessions, concurrency).await?,
         Scenario::Soak(_) => return Ok(()),
     };
     if let (Some(before), Some(after)) =

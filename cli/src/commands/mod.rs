@@ -3,6 +3,7 @@
 pub mod download;
 pub mod files;
 pub mod listen;
+pub mod passwd;
 pub mod send;
 pub mod upload;
 pub mod users;

@@ -2,6 +2,7 @@
 //! and dispatches; each handler parses nothing (the decoder did), applies
 //! the request to the state, and answers.
 
+mod account;
 mod files;
 mod messages;
 
@@ -36,6 +37,9 @@ pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
     match packet {
         Packet::SessionRequest { name } => return session::sign_in(conn, name).await,
         Packet::SessionPreserve { session } => return session::preserve(conn, session).await,
+        Packet::AccountSignIn { name, password } => {
+            return account::sign_in(conn, name, password).await
+        }
         _ => {}
     }
     let Some(session) = conn.session.clone() else {
@@ -82,6 +86,7 @@ pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
         DownloadChunkRequest { transaction, chunk } => {
             files::download_chunk(conn, &session, transaction, chunk).await
         }
+        PasswordChange { old, new, .. } => account::change_password(conn, &session, old, new).await,
         // Sign-in packets and server-only packets were handled above.
         _ => {}
     }

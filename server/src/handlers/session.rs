@@ -7,43 +7,75 @@ use bytes::Bytes;
 use proto::limits::validate_user_name;
 use proto::{kind, ErrorCode, Packet};
 
+use crate::accounts::AccountMode;
 use crate::connection::Connection;
 use crate::hub::Session;
 use crate::rate::TokenBucket;
 use crate::redelivery;
 
-/// SESSION REQUEST: opens a session under a name.
-pub(super) async fn sign_in(conn: &mut Connection, name: String) {
-    const T: u16 = kind::SESSION_REQUEST;
+/// The checks every sign-in (SESSION REQUEST, ACCOUNT SIGN IN) starts
+/// with: not signed in yet, not too fast, a valid name. False when one
+/// failed (and was answered).
+pub(super) fn may_sign_in(conn: &Connection, t: u16, name: &str) -> bool {
     if conn.session.is_some() {
         conn.error(
-            T,
+            t,
             ErrorCode::UnexpectedPacket,
             0,
             "this connection is already signed in",
         );
-        return;
+        return false;
     }
     if !conn.ctx.peers.allow_sign_in(conn.peer.ip()) {
-        return sign_ins_too_fast(conn, T);
+        sign_ins_too_fast(conn, t);
+        return false;
     }
-    if let Err(e) = validate_user_name(&name) {
+    if let Err(e) = validate_user_name(name) {
         conn.error(
-            T,
+            t,
             ErrorCode::InvalidName,
             0,
             format!("invalid user name: {e}"),
         );
+        return false;
+    }
+    true
+}
+
+/// SESSION REQUEST: opens a session under a name that has no password.
+pub(super) async fn sign_in(conn: &mut Connection, name: String) {
+    const T: u16 = kind::SESSION_REQUEST;
+    if !may_sign_in(conn, T, &name) {
         return;
     }
     let ctx = conn.ctx.clone();
-    let user = match ctx.store.sign_in(&name).await {
-        Ok(user) => user,
-        Err(e) => return server_error(conn, T, 0, &e),
+    let user = match ctx.accounts.mode {
+        AccountMode::Off => ctx.store.sign_in(&name).await.map(Some),
+        AccountMode::Open => ctx.store.sign_in_unprotected(&name).await,
+        AccountMode::Required => Ok(None),
     };
+    match user {
+        Ok(Some(user)) => open_session(conn, T, name, user).await,
+        Ok(None) => {
+            let text = match ctx.accounts.mode {
+                AccountMode::Required => {
+                    "this server signs in with a password only (ACCOUNT SIGN IN)".to_string()
+                }
+                _ => format!("{name} is protected by a password; sign in with it"),
+            };
+            conn.error(T, ErrorCode::NameProtected, 0, text);
+        }
+        Err(e) => server_error(conn, T, 0, &e),
+    }
+}
+
+/// Opens a session for `user` (signed in under `name` by request type
+/// `t`) on this connection, unless the user is signed in on another.
+pub(super) async fn open_session(conn: &mut Connection, t: u16, name: String, user: u64) {
+    let ctx = conn.ctx.clone();
     if ctx.hub.is_attached(user) {
         conn.error(
-            T,
+            t,
             ErrorCode::NameInUse,
             0,
             format!("{name} is signed in on another connection"),
@@ -52,7 +84,7 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
     }
     let id = match ctx.store.new_session(user).await {
         Ok(id) => id,
-        Err(e) => return server_error(conn, T, 0, &e),
+        Err(e) => return server_error(conn, t, 0, &e),
     };
     let rate = TokenBucket::new(ctx.config.message_rate, ctx.config.message_burst);
     let owed = ctx.hub.new_owed();
@@ -60,7 +92,7 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
     match ctx.hub.insert(session.clone()) {
         Err(_) => {
             conn.error(
-                T,
+                t,
                 ErrorCode::NameInUse,
                 0,
                 format!("{name} is signed in on another connection"),

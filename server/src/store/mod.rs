@@ -11,6 +11,7 @@
 //! sync. A multi-server deployment replaces this module, not its callers.
 
 mod accepted;
+pub mod admin;
 mod sqlite;
 
 use std::path::Path;
@@ -119,10 +120,38 @@ pub struct FileMeta {
     pub complete: bool,
 }
 
+/// A name's account: its user and password hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The user number.
+    pub user: u64,
+    /// The Argon2id hash, as a PHC string.
+    pub hash: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One request to the store thread, with the channel for its answer.
 #[derive(Debug)]
 enum Command {
     SignIn(String, oneshot::Sender<Result<u64, StoreError>>),
+    SignInUnprotected(String, oneshot::Sender<Result<Option<u64>, StoreError>>),
+    Claim {
+        name: String,
+        hash: String,
+        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
+    },
+    SetPassword {
+        user: u64,
+        hash: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     NewSession(u64, oneshot::Sender<Result<u64, StoreError>>),
     StoreDirect {
         from: u64,
@@ -248,6 +277,46 @@ impl Store {
     pub async fn sign_in(&self, name: &str) -> Result<u64, StoreError> {
         let name = name.to_owned();
         self.queue(|r| Command::SignIn(name, r)).await.wait().await
+    }
+
+    /// The user number for `name` if the name has no password (created on
+    /// first use); `None` for a protected name. One transaction, so a name
+    /// claimed meanwhile is never signed in without its password.
+    pub async fn sign_in_unprotected(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let name = name.to_owned();
+        self.queue(|r| Command::SignInUnprotected(name, r))
+            .await
+            .wait()
+            .await
+    }
+
+    /// The account of `name`, if the name is protected.
+    pub async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| sqlite::reads::account(c, &name)).await
+    }
+
+    /// The password hash of `user`, if the user's name is protected.
+    pub async fn account_of(&self, user: u64) -> Result<Option<String>, StoreError> {
+        self.read(move |c| sqlite::reads::account_of(c, user)).await
+    }
+
+    /// Protects `name` (created if new) with `hash`; its user number, or
+    /// `None` if the name is protected already.
+    pub async fn claim(&self, name: &str, hash: String) -> Result<Option<u64>, StoreError> {
+        let name = name.to_owned();
+        self.queue(|reply| Command::Claim { name, hash, reply })
+            .await
+            .wait()
+            .await
+    }
+
+    /// Replaces `user`'s password hash.
+    pub async fn set_password(&self, user: u64, hash: String) -> Result<(), StoreError> {
+        self.queue(|reply| Command::SetPassword { user, hash, reply })
+            .await
+            .wait()
+            .await
     }
 
     /// A new session number for `user`: random, never 0, never one whose

@@ -178,6 +178,22 @@ impl Peer {
         }
     }
 
+    /// Sends ACCOUNT SIGN IN and returns the answer: a SESSION COOKIE
+    /// (recorded) or an ERROR.
+    pub async fn account_sign_in(&mut self, name: &str, password: &str) -> Packet {
+        self.send(Packet::AccountSignIn {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await;
+        let answer = self.recv().await;
+        if let Packet::SessionCookie { user, session } = answer {
+            self.user = user;
+            self.session = session;
+        }
+        answer
+    }
+
     pub async fn message(&mut self, to: u64, number: u64, body: &str) {
         let session = self.session;
         self.send(Packet::MessageRequest {

@@ -17,7 +17,7 @@ use super::{Command, StoreError, StoreLimits};
 use mailboxes::Mailboxes;
 use senders::Senders;
 
-pub(in crate::store) use schema::{open, open_reader};
+pub(in crate::store) use schema::{open, open_reader, SCHEMA};
 
 /// Requests committed together at most; bounds the latency of the first.
 const MAX_BATCH: usize = 1024;

@@ -44,6 +44,10 @@ pub(super) fn answer(command: Command, err: Result<(), &StoreError>) {
     let e = || err.err().map(copy_err).unwrap_or(StoreError::Closed);
     match command {
         Command::SignIn(_, r) | Command::NewSession(_, r) => drop(r.send(Err(e()))),
+        Command::SignInUnprotected(_, r) | Command::Claim { reply: r, .. } => {
+            drop(r.send(Err(e())))
+        }
+        Command::SetPassword { reply, .. } => drop(reply.send(Err(e()))),
         Command::StoreDirect { reply, .. } | Command::StoreBroadcast { reply, .. } => {
             drop(reply.send(Err(e())))
         }
@@ -62,6 +66,18 @@ pub(super) fn execute(
 ) -> Result<Reply, (Reply, StoreError)> {
     match command {
         Command::SignIn(name, r) => deferred(r, sign_in(tx, &name)),
+        Command::SignInUnprotected(name, r) => deferred(r, sign_in_unprotected(tx, &name)),
+        Command::Claim { name, hash, reply } => deferred(reply, claim(tx, &name, &hash)),
+        Command::SetPassword { user, hash, reply } => deferred(
+            reply,
+            tx.prepare_cached(
+                "INSERT INTO accounts (user, hash, created_at, changed_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (user) DO UPDATE SET hash = excluded.hash, changed_at = excluded.changed_at",
+            )
+            .and_then(|mut st| st.execute(params![user as i64, hash, now()]))
+            .map(drop)
+            .map_err(StoreError::from),
+        ),
         Command::NewSession(user, r) => deferred(r, new_session(tx, user)),
         Command::StoreDirect {
             from,
@@ -118,6 +134,27 @@ fn sign_in(tx: &Transaction<'_>, name: &str) -> Result<u64, StoreError> {
         params![name, now()],
     )?;
     Ok(tx.last_insert_rowid() as u64)
+}
+
+fn sign_in_unprotected(tx: &Transaction<'_>, name: &str) -> Result<Option<u64>, StoreError> {
+    let user = sign_in(tx, name)?;
+    let protected = tx
+        .prepare_cached("SELECT 1 FROM accounts WHERE user = ?1")?
+        .query_row([user as i64], |_| Ok(()))
+        .optional()?
+        .is_some();
+    Ok((!protected).then_some(user))
+}
+
+fn claim(tx: &Transaction<'_>, name: &str, hash: &str) -> Result<Option<u64>, StoreError> {
+    let user = sign_in(tx, name)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO accounts (user, hash, created_at, changed_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (user) DO NOTHING",
+        )?
+        .execute(params![user as i64, hash, now()])?;
+    Ok((inserted == 1).then_some(user))
 }
 
 fn new_session(tx: &Transaction<'_>, user: u64) -> Result<u64, StoreError> {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::super::{FileMeta, Queued, StoreError};
+use super::super::{Account, FileMeta, Queued, StoreError};
 
 pub(in crate::store) fn user_name(c: &Connection, user: u64) -> Result<Option<String>, StoreError> {
     Ok(c.prepare_cached("SELECT name FROM users WHERE id = ?1")?
@@ -56,4 +56,29 @@ pub(in crate::store) fn files(c: &Connection) -> Result<Vec<u64>, StoreError> {
         .into_iter()
         .map(|id| id as u64)
         .collect())
+}
+
+pub(in crate::store) fn account(c: &Connection, name: &str) -> Result<Option<Account>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT users.id, accounts.hash FROM users JOIN accounts ON accounts.user = users.id
+         WHERE users.name = ?1",
+    )?
+    .query_row([name], |r| {
+        Ok(Account {
+            user: r.get::<_, i64>(0)? as u64,
+            hash: r.get(1)?,
+        })
+    })
+    .optional()?)
+}
+
+pub(in crate::store) fn account_of(
+    c: &Connection,
+    user: u64,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT hash FROM accounts WHERE user = ?1")?
+            .query_row([user as i64], |r| r.get(0))
+            .optional()?,
+    )
 }

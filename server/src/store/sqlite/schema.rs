@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use super::super::accepted::Accepted;
 use super::super::{Recovered, StoreError};
 
-const SCHEMA: &str = "
+pub(in crate::store) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS files (
     uploader INTEGER NOT NULL,
     complete INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
+);
+-- Names protected by a password: the user, and its Argon2id hash as a PHC
+-- string (algorithm, parameters and salt included).
+CREATE TABLE IF NOT EXISTS accounts (
+    user INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL
 );
 -- Counting a user's files, for the per-user limit.
 CREATE INDEX IF NOT EXISTS files_uploader ON files (uploader);
