@@ -17,7 +17,9 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use yew::Callback;
 
 use crate::browser;
-use crate::state::{error_message, Action, FileEntry, Link, Peer, SignInError, SignInField};
+use crate::state::{
+    as_sentence, error_message, Action, FileEntry, Link, Peer, SignInError, SignInField,
+};
 
 /// Chunks in flight per transfer: enough to keep a local link busy.
 const WINDOW: u32 = 256;
@@ -536,7 +538,8 @@ impl Connection {
                 out.push(Action::PasswordChangeFailed {
                     current,
                     text: if current {
-                        "The current password is wrong.".into()
+                        // The server says which: wrong, or none to give.
+                        as_sentence(&text, "The current password is wrong.")
                     } else {
                         error_message(code, &text)
                     },

@@ -165,6 +165,11 @@ impl SignInError {
             ),
             ErrorCode::NameProtected => (SignInField::Protected, error_message(code, text)),
             ErrorCode::BadCredentials => (SignInField::Password, error_message(code, text)),
+            // Too many wrong passwords: the wait is the server's text.
+            ErrorCode::RateLimited => (
+                SignInField::Password,
+                as_sentence(text, "Too many attempts; wait a moment and try again."),
+            ),
             _ => (SignInField::Name, error_message(code, text)),
         };
         SignInError {
@@ -623,6 +628,21 @@ pub fn error_message(code: ErrorCode, text: &str) -> String {
     out
 }
 
+/// The server's `text` as a sentence (capital first letter, full stop),
+/// or `fallback` when it is empty.
+pub fn as_sentence(text: &str, fallback: &str) -> String {
+    let text = text.trim();
+    let mut chars = text.chars();
+    let Some(first) = chars.next() else {
+        return fallback.to_owned();
+    };
+    let mut out: String = first.to_uppercase().chain(chars).collect();
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
 /// JSON maps need string keys; conversations are stored as a list of pairs.
 mod pairs {
     use std::collections::BTreeMap;
@@ -728,6 +748,19 @@ mod tests {
         assert_eq!(e.text, "Wrong name or password.");
         let e = SignInError::from_server("ann", ErrorCode::Busy, "");
         assert_eq!(e.field, SignInField::Name);
+        let e = SignInError::from_server("ann", ErrorCode::RateLimited, "try again in 2 s");
+        assert_eq!(e.field, SignInField::Password);
+        assert_eq!(e.text, "Try again in 2 s.");
+    }
+
+    #[test]
+    fn server_texts_read_as_sentences() {
+        assert_eq!(
+            as_sentence("the current password is wrong", "x"),
+            "The current password is wrong."
+        );
+        assert_eq!(as_sentence("  ", "Fallback."), "Fallback.");
+        assert_eq!(as_sentence("done.", "x"), "Done.");
     }
 
     #[test]
