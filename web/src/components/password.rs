@@ -4,6 +4,7 @@
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
+use super::field_message;
 use crate::state::{new_password_problem, PasswordForm as Status};
 
 /// A change the form asks for. The passwords go to the protocol core and
@@ -101,11 +102,9 @@ pub fn PasswordForm(props: &Props) -> Html {
     } else {
         "Protect your name with a password"
     };
-    let error = |id: &'static str, text: Option<String>| {
-        text.map(
-            |t| html! { <p id={id} class="field-error" role="alert" data-testid={id}>{ t }</p> },
-        )
-    };
+    let error = |id: &'static str, text: Option<String>| field_message(id, "field-error", text);
+    let changed = (props.status == Status::Changed)
+        .then(|| "Your password was changed. Use it the next time you sign in.".to_owned());
     html! {
         <section class="password-form" aria-labelledby="password-title" data-testid="password-form">
             <form onsubmit={onsubmit}>
@@ -117,7 +116,7 @@ pub fn PasswordForm(props: &Props) -> Html {
                     autocomplete="current-password"
                     aria-invalid={current_error.is_some().to_string()}
                     aria-describedby="old-password-error" />
-                { for error("old-password-error", current_error) }
+                { error("old-password-error", current_error) }
                 <label for="new-password">{ "New password (at least 8 characters)" }</label>
                 <input id="new-password" ref={new_ref} type="password" data-testid="new-password"
                     autocomplete="new-password" aria-invalid={new_error.is_some().to_string()}
@@ -125,13 +124,9 @@ pub fn PasswordForm(props: &Props) -> Html {
                 <label for="repeat-password">{ "New password again" }</label>
                 <input id="repeat-password" ref={repeat_ref} type="password" data-testid="repeat-password"
                     autocomplete="new-password" aria-describedby="new-password-error" />
-                { for error("new-password-error", new_error) }
-                { for error("password-change-error", other_error) }
-                if props.status == Status::Changed {
-                    <p class="ok" role="status" data-testid="password-changed">
-                        { "Your password was changed. Use it the next time you sign in." }
-                    </p>
-                }
+                { error("new-password-error", new_error) }
+                { error("password-change-error", other_error) }
+                { field_message("password-changed", "ok", changed) }
                 <div class="actions">
                     <button type="submit" data-testid="change-password" disabled={sending}>
                         { if sending { "Saving…" } else if props.protected { "Change password" } else { "Set password" } }

@@ -3,6 +3,7 @@
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
+use super::field_message;
 use crate::state::{password_to_send, SignInError, SignInField};
 
 /// What the form asks to sign in with. The password goes to the protocol
@@ -118,13 +119,8 @@ pub fn SignIn(props: &Props) -> Html {
             .filter(|e| e.field == SignInField::Password)
             .map(|e| e.text.clone())
     });
-    let protected = server.is_some_and(|e| e.field == SignInField::Protected);
-    let name_error_html = name_error.clone().map(|e| {
-        html! { <p id="sign-in-error" class="field-error" role="alert" data-testid="sign-in-error">{ e }</p> }
-    });
-    let password_error_html = password_error.clone().map(|e| {
-        html! { <p id="password-error" class="field-error" role="alert" data-testid="password-error">{ e }</p> }
-    });
+    // The name needs its password: say so in the label.
+    let protected = server.is_some_and(|e| e.field != SignInField::Name);
     let hint = if *protect {
         "You will need this password to use this name again."
     } else {
@@ -139,7 +135,7 @@ pub fn SignIn(props: &Props) -> Html {
                     maxlength="64" required=true autofocus=true
                     aria-invalid={name_error.is_some().to_string()}
                     aria-describedby="sign-in-error" />
-                { for name_error_html }
+                { field_message("sign-in-error", "field-error", name_error.clone()) }
                 <label for="password">
                     { if protected || *protect { "Password" } else { "Password (optional)" } }
                 </label>
@@ -148,7 +144,7 @@ pub fn SignIn(props: &Props) -> Html {
                     aria-required={(protected || *protect).to_string()}
                     aria-invalid={password_error.is_some().to_string()}
                     aria-describedby="password-error password-hint" />
-                { for password_error_html }
+                { field_message("password-error", "field-error", password_error.clone()) }
                 <p id="password-hint" class="hint">{ hint }</p>
                 <label class="check">
                     <input type="checkbox" ref={protect_ref} data-testid="protect" {onchange} />
