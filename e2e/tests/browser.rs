@@ -377,6 +377,12 @@ async fn a_name_claimed_with_a_password_needs_it_and_the_password_is_never_store
     );
     screenshot(&dora, "password-claimed").await;
 
+    // A reload resumes the session from its number alone.
+    dora.refresh().await.unwrap();
+    wait_for(&dora, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(&dora, "[data-testid=me]").await;
+    assert_eq!(own_user(&dora).await, user, "the same user after a reload");
+
     // Without the password, the name is refused as protected and the
     // password field is focused.
     sign_out(&dora, "dora", &bob).await;
