@@ -254,3 +254,254 @@ async fn a_dropped_connection_reconnects_resumes_and_delivers_what_was_missed() 
     bob.close().await.unwrap();
     chat.stop().await;
 }
+
+/// Empties a field and types `text` into it.
+async fn fill(c: &fantoccini::Client, css: &str, text: &str) {
+    let field = wait_for(c, css).await;
+    field.clear().await.expect("clearing a field");
+    if !text.is_empty() {
+        field.send_keys(text).await.expect("typing");
+    }
+}
+
+/// Clicks the first element matching `css`.
+async fn click(c: &fantoccini::Client, css: &str) {
+    wait_for(c, css).await.click().await.expect("clicking");
+}
+
+/// Every key and value the page keeps in session storage, local storage
+/// and IndexedDB (database names), as one string.
+async fn everything_stored(c: &fantoccini::Client) -> String {
+    let stored = c
+        .execute(
+            "const all = [];
+             for (const s of [sessionStorage, localStorage]) {
+               for (let i = 0; i < s.length; i++) { const k = s.key(i); all.push(k, s.getItem(k)); }
+             }
+             return all.join('\\n');",
+            vec![],
+        )
+        .await
+        .expect("reading the storage");
+    let mut out = stored.as_str().unwrap_or_default().to_owned();
+    // IndexedDB: the app opens none; any database would be listed here.
+    if let Ok(dbs) = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             (indexedDB.databases ? indexedDB.databases() : Promise.resolve([]))
+               .then(d => done(d.map(x => x.name).join(',')), () => done(''));",
+            vec![],
+        )
+        .await
+    {
+        out.push_str(dbs.as_str().unwrap_or_default());
+    }
+    out
+}
+
+/// The user number the page signed in as (from its persisted state).
+async fn own_user(c: &fantoccini::Client) -> serde_json::Value {
+    c.execute(
+        "return JSON.parse(sessionStorage.getItem('chat.state')).me[0]",
+        vec![],
+    )
+    .await
+    .expect("reading the own user number")
+}
+
+/// Waits until `probe` (a JavaScript expression) is true.
+async fn wait_until_js(c: &fantoccini::Client, what: &str, probe: &str) {
+    let deadline = Instant::now() + patience();
+    loop {
+        let v = c.execute(&format!("return !!({probe})"), vec![]).await;
+        if matches!(v, Ok(serde_json::Value::Bool(true))) {
+            return;
+        }
+        if Instant::now() > deadline {
+            screenshot(c, "failure").await;
+            panic!("{what}: {probe} did not become true");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until no element matches `css`.
+async fn wait_gone(c: &fantoccini::Client, css: &str) {
+    let deadline = Instant::now() + patience();
+    while c.find(Locator::Css(css)).await.is_ok() {
+        assert!(Instant::now() < deadline, "{css} did not go away");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs out and waits for the sign-in form and for `other` to see the
+/// user offline (the server has let the old session's connection go).
+async fn sign_out(c: &fantoccini::Client, name: &str, other: &fantoccini::Client) {
+    click(c, "[data-testid=sign-out]").await;
+    wait_for(c, "[data-testid=name-input]").await;
+    wait_gone(other, &format!("[data-testid=user][data-user-name={name}]")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_name_claimed_with_a_password_needs_it_and_the_password_is_never_stored() {
+    const PASSWORD: &str = "correct horse battery";
+    let chat = Chat::start().await;
+    let dora = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&bob, "bob").await;
+
+    // Too short: refused in the page, next to the password field.
+    fill(&dora, "[data-testid=name-input]", "dora").await;
+    fill(&dora, "[data-testid=password-input]", "short").await;
+    click(&dora, "[data-testid=protect]").await;
+    click(&dora, "[data-testid=sign-in]").await;
+    let error = wait_for(&dora, "[data-testid=password-error]").await;
+    assert!(error.text().await.unwrap().contains("at least 8"));
+    screenshot(&dora, "password-too-short").await;
+
+    // Claimed with a good one.
+    fill(&dora, "[data-testid=password-input]", PASSWORD).await;
+    click(&dora, "[data-testid=sign-in]").await;
+    wait_for(&dora, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(&dora, "[data-testid=me]").await;
+    let user = own_user(&dora).await;
+    let stored = everything_stored(&dora).await;
+    assert!(
+        stored.contains("chat.session"),
+        "the session is kept: {stored}"
+    );
+    assert!(
+        !stored.contains(PASSWORD) && !stored.contains("horse"),
+        "the password is not stored: {stored}"
+    );
+    screenshot(&dora, "password-claimed").await;
+
+    // A reload resumes the session from its number alone.
+    dora.refresh().await.unwrap();
+    wait_for(&dora, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(&dora, "[data-testid=me]").await;
+    assert_eq!(own_user(&dora).await, user, "the same user after a reload");
+
+    // Without the password, the name is refused as protected and the
+    // password field is focused.
+    sign_out(&dora, "dora", &bob).await;
+    fill(&dora, "[data-testid=name-input]", "dora").await;
+    click(&dora, "[data-testid=sign-in]").await;
+    let error = wait_for(&dora, "[data-testid=sign-in-error]").await;
+    assert!(
+        error.text().await.unwrap().contains("protected"),
+        "{:?}",
+        error.text().await
+    );
+    wait_until_js(
+        &dora,
+        "the password field gets focus",
+        "document.activeElement && document.activeElement.id === 'password'",
+    )
+    .await;
+    screenshot(&dora, "name-protected").await;
+
+    // A wrong password is explained next to the password field.
+    fill(&dora, "[data-testid=password-input]", "not the password").await;
+    click(&dora, "[data-testid=sign-in]").await;
+    let error = wait_for(&dora, "[data-testid=password-error]").await;
+    assert!(
+        error
+            .text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("wrong name or password"),
+        "{:?}",
+        error.text().await
+    );
+    assert!(
+        dora.find(Locator::Css("[data-testid=me]")).await.is_err(),
+        "not signed in"
+    );
+    screenshot(&dora, "wrong-password").await;
+
+    // The right one signs in as the same user, and the chat works.
+    fill(&dora, "[data-testid=password-input]", PASSWORD).await;
+    click(&dora, "[data-testid=sign-in]").await;
+    wait_for(&dora, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(&dora, "[data-testid=me]").await;
+    assert_eq!(own_user(&dora).await, user, "the same user");
+    let stored = everything_stored(&dora).await;
+    assert!(
+        !stored.contains(PASSWORD),
+        "the password is not stored: {stored}"
+    );
+
+    click(&bob, "[data-testid=user][data-user-name=dora]").await;
+    send(&bob, "is it really you").await;
+    click(&dora, "[data-testid=conversation][data-title=bob]").await;
+    wait_for_message(&dora, "is it really you").await;
+    send(&dora, "it is").await;
+    wait_for_message(&bob, "it is").await;
+    screenshot(&dora, "signed-in-with-password").await;
+
+    dora.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_signed_in_user_sets_and_changes_the_password_of_their_name() {
+    const FIRST: &str = "first password";
+    const SECOND: &str = "second password";
+    let chat = Chat::start().await;
+    let erin = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&bob, "bob").await;
+    sign_in(&erin, "erin").await;
+
+    // Set: the name has no password yet, so the current one stays empty.
+    click(&erin, "[data-testid=password-open]").await;
+    fill(&erin, "[data-testid=new-password]", FIRST).await;
+    fill(&erin, "[data-testid=repeat-password]", "first passwork").await;
+    click(&erin, "[data-testid=change-password]").await;
+    let error = wait_for(&erin, "[data-testid=new-password-error]").await;
+    assert!(error.text().await.unwrap().contains("not the same"));
+    fill(&erin, "[data-testid=repeat-password]", FIRST).await;
+    click(&erin, "[data-testid=change-password]").await;
+    wait_for(&erin, "[data-testid=password-changed]").await;
+    screenshot(&erin, "password-set").await;
+
+    // Change: a wrong current password is explained next to its field.
+    fill(&erin, "[data-testid=old-password]", "not the first one").await;
+    fill(&erin, "[data-testid=new-password]", SECOND).await;
+    fill(&erin, "[data-testid=repeat-password]", SECOND).await;
+    click(&erin, "[data-testid=change-password]").await;
+    let error = wait_for(&erin, "[data-testid=old-password-error]").await;
+    assert!(error.text().await.unwrap().contains("wrong"));
+    screenshot(&erin, "password-change-wrong-current").await;
+    fill(&erin, "[data-testid=old-password]", FIRST).await;
+    click(&erin, "[data-testid=change-password]").await;
+    wait_for(&erin, "[data-testid=password-changed]").await;
+    let stored = everything_stored(&erin).await;
+    assert!(
+        !stored.contains(FIRST) && !stored.contains(SECOND),
+        "no password is stored: {stored}"
+    );
+    click(&erin, "[data-testid=close-password]").await;
+    wait_gone(&erin, "[data-testid=password-form]").await;
+
+    // The new password is the one that signs in.
+    sign_out(&erin, "erin", &bob).await;
+    fill(&erin, "[data-testid=name-input]", "erin").await;
+    fill(&erin, "[data-testid=password-input]", FIRST).await;
+    click(&erin, "[data-testid=sign-in]").await;
+    wait_for(&erin, "[data-testid=password-error]").await;
+    fill(&erin, "[data-testid=password-input]", SECOND).await;
+    click(&erin, "[data-testid=sign-in]").await;
+    wait_for(&erin, "[data-testid=connection-state][data-state=online]").await;
+    wait_for(&erin, "[data-testid=me]").await;
+    screenshot(&erin, "signed-in-with-changed-password").await;
+
+    erin.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}

@@ -6,7 +6,9 @@ use gloo_timers::callback::Interval;
 use yew::prelude::*;
 
 use crate::browser;
-use crate::components::{Conversation, FilesPanel, Header, Sidebar, SignIn};
+use crate::components::{
+    Conversation, Credentials, FilesPanel, Header, PasswordChange, PasswordForm, Sidebar, SignIn,
+};
 use crate::connection::{self, Connection};
 use crate::state::{Action, Link, Peer, State};
 
@@ -66,7 +68,22 @@ pub fn App() -> Html {
 
     let on_sign_in = {
         let conn = conn.clone();
-        Callback::from(move |name: String| Connection::sign_in(&conn, &name))
+        Callback::from(move |c: Credentials| {
+            Connection::sign_in(&conn, &c.name, c.password.as_deref())
+        })
+    };
+    let on_password = {
+        let dispatcher = state.dispatcher();
+        let open = !state.password_form.is_open();
+        Callback::from(move |_| dispatcher.dispatch(Action::PasswordForm(open)))
+    };
+    let on_change_password = {
+        let conn = conn.clone();
+        Callback::from(move |c: PasswordChange| Connection::change_password(&conn, &c.old, &c.new))
+    };
+    let on_close_password = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |_| dispatcher.dispatch(Action::PasswordForm(false)))
     };
     let on_sign_out = {
         let conn = conn.clone();
@@ -137,8 +154,12 @@ pub fn App() -> Html {
     });
     html! {
         <div class="app" {ondragover} {ondrop}>
-            <Header state={state.clone()} {on_sign_out} {on_reconnect} />
+            <Header state={state.clone()} {on_sign_out} {on_reconnect} {on_password} />
             { for notice }
+            if signed_in && state.password_form.is_open() {
+                <PasswordForm status={state.password_form.clone()} protected={state.protected}
+                    on_change={on_change_password} on_close={on_close_password} />
+            }
             if signed_in {
                 <div class="layout">
                     <Sidebar state={state.clone()} on_open={on_open} />

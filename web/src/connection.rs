@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gloo_timers::callback::Timeout;
-use proto::{Client, ClientConfig, ErrorCode, Event, TransferId};
+use proto::{Client, ClientConfig, ClientError, ErrorCode, Event, TransferId};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use yew::Callback;
 
 use crate::browser;
-use crate::state::{Action, FileEntry, Link, Peer};
+use crate::state::{
+    as_sentence, error_message, Action, FileEntry, Link, Peer, SignInError, SignInField,
+};
 
 /// Chunks in flight per transfer: enough to keep a local link busy.
 const WINDOW: u32 = 256;
@@ -68,6 +70,13 @@ pub struct Connection {
     downloads: HashMap<TransferId, Download>,
     /// When each transfer's progress was last shown (page clock, ms).
     progress_shown: HashMap<TransferId, f64>,
+    /// Whether the name is protected by a password, once this page knows
+    /// (not after a reload, until signing in anew). The password itself
+    /// lives only in the core's memory.
+    protected: Option<bool>,
+    /// Whether the core signs in with a password (given at sign-in, or
+    /// set since): a new session is then one of a protected name.
+    with_password: bool,
 }
 
 impl Connection {
@@ -95,6 +104,8 @@ impl Connection {
             files_asked: HashSet::new(),
             downloads: HashMap::new(),
             progress_shown: HashMap::new(),
+            protected: None,
+            with_password: false,
         }));
         shared.borrow_mut().this = Rc::downgrade(&shared);
         let stored_name = browser::session_get(NAME_KEY);
@@ -118,19 +129,55 @@ impl Connection {
 
     // ----- what the components call -----
 
-    /// Signs in under `name`, opening the connection.
-    pub fn sign_in(this: &Shared, name: &str) {
+    /// Signs in under `name`, with a password if one is given (which
+    /// claims a free name with it), opening the connection. Only the name
+    /// is stored (for a reload); the password stays in the core's memory.
+    pub fn sign_in(this: &Shared, name: &str, password: Option<&str>) {
         let mut c = this.borrow_mut();
-        match c.core.sign_in(name) {
+        let result = match password {
+            Some(password) => c.core.sign_in_with_password(name, password),
+            None => c.core.sign_in(name),
+        };
+        match result {
             Ok(()) => {
+                c.with_password = password.is_some();
                 browser::session_set(NAME_KEY, name);
                 c.wanted = true;
                 if c.ws.is_none() {
                     c.open_socket();
                 }
             }
-            Err(e) => c.dispatch.emit(Action::SignInFailed(e.to_string())),
+            Err(e) => {
+                let field = match e {
+                    ClientError::InvalidPassword(_) => SignInField::Password,
+                    _ => SignInField::Name,
+                };
+                c.dispatch.emit(Action::SignInFailed(SignInError {
+                    name: name.to_owned(),
+                    field,
+                    text: e.to_string(),
+                }));
+            }
         }
+    }
+
+    /// Changes (or, with `old` empty, sets) the signed-in user's password.
+    pub fn change_password(this: &Shared, old: &str, new: &str) {
+        let result = this.borrow_mut().core.change_password(old, new);
+        let dispatch = this.borrow().dispatch.clone();
+        match result {
+            Ok(()) => dispatch.emit(Action::PasswordChangeSent),
+            Err(e) => dispatch.emit(Action::PasswordChangeFailed {
+                current: false,
+                text: match e {
+                    ClientError::NotSignedIn => {
+                        "Not connected right now; try again once connected.".into()
+                    }
+                    e => e.to_string(),
+                },
+            }),
+        }
+        Self::pump(this);
     }
 
     /// Sends a message to a conversation.
@@ -258,6 +305,8 @@ impl Connection {
             browser::session_remove(NAME_KEY);
             browser::session_remove(SESSION_KEY);
             browser::session_remove(crate::app::STATE_KEY);
+            c.protected = None;
+            c.with_password = false;
             c.core = Client::new(ClientConfig {
                 window: WINDOW,
                 first_message_number: (js_sys::Date::now() * 1000.0) as u64,
@@ -444,15 +493,26 @@ impl Connection {
 
     fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
         match event {
-            Event::SignedIn { user, session, .. } => {
+            Event::SignedIn {
+                user,
+                session,
+                resumed,
+            } => {
                 browser::session_set(SESSION_KEY, &session.to_string());
+                if !resumed {
+                    self.protected = Some(self.with_password);
+                }
                 self.retry_ms = FIRST_RETRY_MS;
                 let name = self.core.name().unwrap_or_default().to_owned();
                 // Answers lost with the last connection are asked again.
                 self.names_asked.clear();
                 self.files_asked.clear();
                 self.names_asked.insert(user);
-                out.push(Action::SignedIn { user, name });
+                out.push(Action::SignedIn {
+                    user,
+                    name,
+                    protected: self.protected,
+                });
                 let _ = self.core.request_users();
                 let _ = self.core.request_files();
             }
@@ -462,14 +522,28 @@ impl Connection {
                 browser::session_remove(SESSION_KEY);
                 self.close_socket(1000, "sign-in failed");
                 out.push(Action::Link(Link::Offline));
-                out.push(Action::SignInFailed(sign_in_message(code, &text)));
+                let name = self.core.name().unwrap_or_default().to_owned();
+                out.push(Action::SignInFailed(SignInError::from_server(
+                    &name, code, &text,
+                )));
             }
             Event::SessionLost => browser::session_remove(SESSION_KEY),
             Event::PasswordChanged { .. } => {
-                out.push(Action::Notice(Some("Your password was changed.".into())))
+                self.protected = Some(true);
+                self.with_password = true;
+                out.push(Action::PasswordChanged);
             }
             Event::PasswordChangeFailed { code, text } => {
-                out.push(Action::Notice(Some(error_message(code, &text))))
+                let current = code == ErrorCode::BadCredentials;
+                out.push(Action::PasswordChangeFailed {
+                    current,
+                    text: if current {
+                        // The server says which: wrong, or none to give.
+                        as_sentence(&text, "The current password is wrong.")
+                    } else {
+                        error_message(code, &text)
+                    },
+                });
             }
             Event::Disconnected { code, text } => {
                 if code == ErrorCode::SessionMoved {
@@ -594,30 +668,4 @@ impl Connection {
             }
         }
     }
-}
-
-/// The words shown next to the name field.
-pub fn sign_in_message(code: ErrorCode, text: &str) -> String {
-    match code {
-        ErrorCode::NameInUse => "That name is in use right now. Pick another.".into(),
-        ErrorCode::InvalidName => format!("That name cannot be used: {text}"),
-        _ => error_message(code, text),
-    }
-}
-
-/// An error from the server as a sentence a person understands: the
-/// shared sentence of the codes a person can act on (mailbox full, disk
-/// full, busy, too many connections, sign-in timeout), else the code's
-/// description and the server's text.
-pub fn error_message(code: ErrorCode, text: &str) -> String {
-    let words = code.words(text);
-    let mut chars = words.chars();
-    let mut out: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    };
-    if code.sentence().is_some() {
-        out.push('.');
-    }
-    out
 }

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use proto::limits::{validate_password, MAX_PASSWORD, MIN_PASSWORD};
+use proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use yew::Reducible;
 
@@ -121,6 +123,126 @@ pub struct Transfer {
     pub status: TransferStatus,
 }
 
+/// Where the sign-in form shows a refusal, and which field gets focus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInField {
+    /// The name was refused (in use, invalid, or anything not about the
+    /// password): shown next to the name field.
+    Name,
+    /// The name is protected and no password was given: shown next to the
+    /// name field, and the password field gets focus.
+    Protected,
+    /// The password was wrong or breaks the length rule: shown next to the
+    /// password field.
+    Password,
+}
+
+/// Why signing in failed, as the sign-in form shows it. It never holds the
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInError {
+    /// The name that was tried, put back in the name field when the form
+    /// appears anew (a resumed session after a reload that the server no
+    /// longer knows, for a protected name).
+    pub name: String,
+    /// Where the words go.
+    pub field: SignInField,
+    /// The words.
+    pub text: String,
+}
+
+impl SignInError {
+    /// The refusal of the server (`code` and its `text`) of signing in as `name`.
+    pub fn from_server(name: &str, code: ErrorCode, text: &str) -> Self {
+        let (field, text) = match code {
+            ErrorCode::NameInUse => (
+                SignInField::Name,
+                "That name is in use right now. Pick another.".to_owned(),
+            ),
+            ErrorCode::InvalidName => (
+                SignInField::Name,
+                format!("That name cannot be used: {text}"),
+            ),
+            ErrorCode::NameProtected => (SignInField::Protected, error_message(code, text)),
+            ErrorCode::BadCredentials => (SignInField::Password, error_message(code, text)),
+            // Too many wrong passwords: the wait is the server's text.
+            ErrorCode::RateLimited => (
+                SignInField::Password,
+                as_sentence(text, "Too many attempts; wait a moment and try again."),
+            ),
+            _ => (SignInField::Name, error_message(code, text)),
+        };
+        SignInError {
+            name: name.to_owned(),
+            field,
+            text,
+        }
+    }
+}
+
+/// The password to sign in with, as typed (`None`: sign in without one),
+/// or why it cannot be sent, for next to the password field. A typed
+/// password is always used, ticked `protect` or not: a protected name
+/// signs in with it, and the server protects a free name with it either
+/// way. `protect` only makes the password required.
+pub fn password_to_send(password: &str, protect: bool) -> Result<Option<&str>, String> {
+    if password.is_empty() {
+        return if protect {
+            Err(format!(
+                "Choose a password (at least {MIN_PASSWORD} characters) to protect this name."
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    password_problem(password).map_or(Ok(Some(password)), Err)
+}
+
+/// Why a new password cannot be used (the length rule of the protocol,
+/// counted in UTF-8 bytes), in words for next to its field.
+pub fn password_problem(password: &str) -> Option<String> {
+    let len = validate_password(password).err()?.0;
+    Some(if len < MIN_PASSWORD {
+        format!("A password needs at least {MIN_PASSWORD} characters; this one has {len}.")
+    } else {
+        format!("A password can be at most {MAX_PASSWORD} bytes long; this one has {len}.")
+    })
+}
+
+/// Checks the new password and its repetition in the change-password form.
+pub fn new_password_problem(new: &str, repeat: &str) -> Option<String> {
+    password_problem(new)
+        .or_else(|| (new != repeat).then(|| "The two new passwords are not the same.".to_owned()))
+}
+
+/// The change-password form (not persisted; it never holds a password).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PasswordForm {
+    /// Not shown.
+    #[default]
+    Closed,
+    /// Shown, waiting for the user.
+    Editing,
+    /// Sent; waiting for the server.
+    Sending,
+    /// The server changed (or set) the password.
+    Changed,
+    /// The change failed.
+    Failed {
+        /// Whether the current password was wrong (shown next to its field).
+        current: bool,
+        /// Why.
+        text: String,
+    },
+}
+
+impl PasswordForm {
+    /// Whether the form is shown.
+    pub fn is_open(&self) -> bool {
+        *self != PasswordForm::Closed
+    }
+}
+
 /// Everything the view shows.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
@@ -128,8 +250,16 @@ pub struct State {
     pub link: Link,
     /// Own user number and name, once signed in.
     pub me: Option<(u64, String)>,
-    /// Why signing in failed, shown next to the name field.
-    pub sign_in_error: Option<String>,
+    /// Why signing in failed, shown next to the field it concerns.
+    #[serde(skip)]
+    pub sign_in_error: Option<SignInError>,
+    /// Whether own name is protected by a password (as far as this page
+    /// knows: kept across a reload, set when a password is set).
+    #[serde(default)]
+    pub protected: bool,
+    /// The change-password form.
+    #[serde(skip)]
+    pub password_form: PasswordForm,
     /// Known user names.
     pub names: HashMap<u64, String>,
     /// Users online now.
@@ -159,9 +289,12 @@ pub enum Action {
         user: u64,
         /// Own name.
         name: String,
+        /// Whether the name is protected by a password; `None` when not
+        /// known (a session resumed after a reload): unchanged.
+        protected: Option<bool>,
     },
     /// Signing in failed.
-    SignInFailed(String),
+    SignInFailed(SignInError),
     /// Signed out by the user.
     SignedOut,
     /// Users online now.
@@ -241,6 +374,19 @@ pub enum Action {
     DismissTransfer(u64),
     /// Show or clear a notice.
     Notice(Option<String>),
+    /// Open (`true`) or close the change-password form.
+    PasswordForm(bool),
+    /// A password change was sent to the server.
+    PasswordChangeSent,
+    /// The server changed (or set) the password.
+    PasswordChanged,
+    /// Changing the password failed.
+    PasswordChangeFailed {
+        /// Whether the current password was wrong.
+        current: bool,
+        /// Why.
+        text: String,
+    },
 }
 
 impl State {
@@ -267,8 +413,26 @@ impl State {
     /// Applies one action.
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Link(link) => self.link = link,
-            Action::SignedIn { user, name } => {
+            Action::Link(link) => {
+                // The answer to a change in flight is lost with the connection.
+                if self.password_form == PasswordForm::Sending && link != Link::Online {
+                    self.password_form = PasswordForm::Failed {
+                        current: false,
+                        text: "The connection was lost before the server answered; the password \
+                               may not have changed. Try again once connected."
+                            .into(),
+                    };
+                }
+                self.link = link;
+            }
+            Action::SignedIn {
+                user,
+                name,
+                protected,
+            } => {
+                if let Some(p) = protected {
+                    self.protected = p;
+                }
                 self.names.insert(user, name.clone());
                 self.me = Some((user, name));
                 self.sign_in_error = None;
@@ -281,6 +445,7 @@ impl State {
             Action::SignInFailed(reason) => {
                 self.sign_in_error = Some(reason);
                 self.me = None;
+                self.password_form = PasswordForm::Closed;
             }
             Action::SignedOut => *self = State::default(),
             Action::Online(users) => self.online = users,
@@ -392,6 +557,33 @@ impl State {
                 self.transfers.remove(&id);
             }
             Action::Notice(n) => self.notice = n,
+            Action::PasswordForm(open) => {
+                self.password_form = if open && self.me.is_some() {
+                    PasswordForm::Editing
+                } else {
+                    PasswordForm::Closed
+                };
+            }
+            Action::PasswordChangeSent => {
+                if self.password_form.is_open() {
+                    self.password_form = PasswordForm::Sending;
+                }
+            }
+            Action::PasswordChanged => {
+                self.protected = true;
+                if self.password_form.is_open() {
+                    self.password_form = PasswordForm::Changed;
+                } else {
+                    self.notice = Some("Your password was changed.".into());
+                }
+            }
+            Action::PasswordChangeFailed { current, text } => {
+                if self.password_form.is_open() {
+                    self.password_form = PasswordForm::Failed { current, text };
+                } else {
+                    self.notice = Some(format!("Your password was not changed: {text}"));
+                }
+            }
         }
     }
 
@@ -417,6 +609,38 @@ impl State {
     pub fn total_unread(&self) -> u32 {
         self.conversations.values().map(|c| c.unread).sum()
     }
+}
+
+/// An error from the server as a sentence a person understands: the
+/// shared sentence of the codes a person can act on (mailbox full, disk
+/// full, busy, too many connections, sign-in timeout, wrong password),
+/// else the code's description and the server's text.
+pub fn error_message(code: ErrorCode, text: &str) -> String {
+    let words = code.words(text);
+    let mut chars = words.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if code.sentence().is_some() {
+        out.push('.');
+    }
+    out
+}
+
+/// The server's `text` as a sentence (capital first letter, full stop),
+/// or `fallback` when it is empty.
+pub fn as_sentence(text: &str, fallback: &str) -> String {
+    let text = text.trim();
+    let mut chars = text.chars();
+    let Some(first) = chars.next() else {
+        return fallback.to_owned();
+    };
+    let mut out: String = first.to_uppercase().chain(chars).collect();
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
 }
 
 /// JSON maps need string keys; conversations are stored as a list of pairs.
@@ -471,6 +695,7 @@ mod tests {
         s.apply(Action::SignedIn {
             user: 1,
             name: "me".into(),
+            protected: Some(false),
         });
         s
     }
@@ -496,13 +721,163 @@ mod tests {
     #[test]
     fn a_failed_sign_in_is_shown_and_cleared_by_success() {
         let mut s = State::default();
-        s.apply(Action::SignInFailed("name in use".into()));
-        assert_eq!(s.sign_in_error.as_deref(), Some("name in use"));
+        s.apply(Action::SignInFailed(SignInError::from_server(
+            "me",
+            ErrorCode::NameInUse,
+            "",
+        )));
+        let e = s.sign_in_error.clone().unwrap();
+        assert_eq!(e.field, SignInField::Name);
+        assert!(e.text.contains("in use"));
         s.apply(Action::SignedIn {
             user: 1,
             name: "me".into(),
+            protected: Some(false),
         });
         assert_eq!(s.sign_in_error, None);
+    }
+
+    #[test]
+    fn a_protected_name_asks_for_its_password_and_a_wrong_one_is_shown_at_the_password() {
+        let e = SignInError::from_server("ann", ErrorCode::NameProtected, "");
+        assert_eq!(e.field, SignInField::Protected);
+        assert_eq!(e.name, "ann");
+        assert!(e.text.starts_with("This name is protected"), "{}", e.text);
+        let e = SignInError::from_server("ann", ErrorCode::BadCredentials, "no");
+        assert_eq!(e.field, SignInField::Password);
+        assert_eq!(e.text, "Wrong name or password.");
+        let e = SignInError::from_server("ann", ErrorCode::Busy, "");
+        assert_eq!(e.field, SignInField::Name);
+        let e = SignInError::from_server("ann", ErrorCode::RateLimited, "try again in 2 s");
+        assert_eq!(e.field, SignInField::Password);
+        assert_eq!(e.text, "Try again in 2 s.");
+    }
+
+    #[test]
+    fn server_texts_read_as_sentences() {
+        assert_eq!(
+            as_sentence("the current password is wrong", "x"),
+            "The current password is wrong."
+        );
+        assert_eq!(as_sentence("  ", "Fallback."), "Fallback.");
+        assert_eq!(as_sentence("done.", "x"), "Done.");
+    }
+
+    #[test]
+    fn a_typed_password_is_checked_and_always_used() {
+        assert_eq!(password_to_send("", false), Ok(None));
+        assert!(password_to_send("", true).is_err(), "protecting needs one");
+        assert_eq!(password_to_send("12345678", false), Ok(Some("12345678")));
+        assert_eq!(password_to_send("12345678", true), Ok(Some("12345678")));
+        let short = password_to_send("1234567", false).unwrap_err();
+        assert!(short.contains("at least 8"), "{short}");
+        let long = "x".repeat(1025);
+        assert!(password_to_send(&long, true).unwrap_err().contains("1024"));
+        assert_eq!(password_problem(&"x".repeat(1024)), None);
+        // Counted in bytes, as the protocol does: three 3-byte characters.
+        assert_eq!(password_problem("日本語"), None);
+    }
+
+    #[test]
+    fn the_new_password_must_be_valid_and_repeated() {
+        assert!(new_password_problem("short", "short").is_some());
+        assert!(new_password_problem("long enough", "long enougH")
+            .unwrap()
+            .contains("not the same"));
+        assert_eq!(new_password_problem("long enough", "long enough"), None);
+    }
+
+    #[test]
+    fn changing_the_password_goes_from_editing_to_sending_to_changed() {
+        let mut s = signed_in();
+        assert!(!s.protected);
+        s.apply(Action::PasswordForm(true));
+        assert_eq!(s.password_form, PasswordForm::Editing);
+        s.apply(Action::PasswordChangeSent);
+        assert_eq!(s.password_form, PasswordForm::Sending);
+        s.apply(Action::PasswordChanged);
+        assert_eq!(s.password_form, PasswordForm::Changed);
+        assert!(s.protected, "the name is protected now");
+        assert_eq!(s.notice, None);
+        s.apply(Action::PasswordForm(false));
+        assert!(!s.password_form.is_open());
+    }
+
+    #[test]
+    fn a_failed_change_is_shown_in_the_form_or_as_a_notice_when_it_was_closed() {
+        let mut s = signed_in();
+        s.apply(Action::PasswordForm(true));
+        s.apply(Action::PasswordChangeSent);
+        s.apply(Action::PasswordChangeFailed {
+            current: true,
+            text: "The current password is wrong.".into(),
+        });
+        assert_eq!(
+            s.password_form,
+            PasswordForm::Failed {
+                current: true,
+                text: "The current password is wrong.".into()
+            }
+        );
+        assert!(!s.protected);
+        s.apply(Action::PasswordForm(false));
+        s.apply(Action::PasswordChangeFailed {
+            current: false,
+            text: "server error".into(),
+        });
+        assert_eq!(s.password_form, PasswordForm::Closed);
+        assert!(s.notice.as_deref().unwrap().contains("server error"));
+        s.apply(Action::PasswordChanged);
+        assert_eq!(s.notice.as_deref(), Some("Your password was changed."));
+    }
+
+    #[test]
+    fn a_change_in_flight_fails_when_the_connection_drops() {
+        let mut s = signed_in();
+        s.apply(Action::PasswordForm(true));
+        s.apply(Action::PasswordChangeSent);
+        s.apply(Action::Link(Link::Reconnecting {
+            retry_in_ms: 500,
+            reason: "closed".into(),
+        }));
+        assert!(matches!(
+            s.password_form,
+            PasswordForm::Failed { current: false, .. }
+        ));
+    }
+
+    #[test]
+    fn the_form_opens_only_when_signed_in_and_closes_on_sign_out() {
+        let mut s = State::default();
+        s.apply(Action::PasswordForm(true));
+        assert_eq!(s.password_form, PasswordForm::Closed);
+        let mut s = signed_in();
+        s.apply(Action::PasswordForm(true));
+        s.apply(Action::SignedOut);
+        assert_eq!(s.password_form, PasswordForm::Closed);
+        assert!(!s.protected);
+    }
+
+    #[test]
+    fn a_resumed_session_keeps_what_is_known_about_the_password() {
+        let mut s = State::default();
+        s.apply(Action::SignedIn {
+            user: 1,
+            name: "me".into(),
+            protected: Some(true),
+        });
+        let json = serde_json::to_string(&s).unwrap();
+        let mut back: State = serde_json::from_str(&json).unwrap();
+        assert!(back.protected);
+        back.apply(Action::SignedIn {
+            user: 1,
+            name: "me".into(),
+            protected: None,
+        });
+        assert!(back.protected);
+        // What older pages stored (no such field) reads as unprotected.
+        let old: State = serde_json::from_str(&json.replace("\"protected\":true,", "")).unwrap();
+        assert!(!old.protected);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct Props {
     pub state: UseReducerHandle<State>,
     /// Signs out.
     pub on_sign_out: Callback<()>,
+    /// Opens the change-password form.
+    pub on_password: Callback<()>,
     /// Connects again after the connection was given up (for example when
     /// another tab took the session over).
     pub on_reconnect: Callback<()>,
@@ -38,6 +40,8 @@ pub fn Header(props: &Props) -> Html {
     let me = props.state.me.as_ref().map(|(_, name)| {
         let on_sign_out = props.on_sign_out.clone();
         let on_reconnect = props.on_reconnect.clone();
+        let on_password = props.on_password.clone();
+        let password_label = if props.state.protected { "Password" } else { "Set a password" };
         html! {
             <span class="me">
                 if offline {
@@ -45,6 +49,9 @@ pub fn Header(props: &Props) -> Html {
                         onclick={move |_| on_reconnect.emit(())}>{ "Reconnect" }</button>
                 }
                 <span data-testid="me">{ name.clone() }</span>
+                <button type="button" class="link" data-testid="password-open"
+                    aria-expanded={props.state.password_form.is_open().to_string()}
+                    onclick={move |_| on_password.emit(())}>{ password_label }</button>
                 <button type="button" class="link" data-testid="sign-out" aria-label="Sign out"
                     onclick={move |_| on_sign_out.emit(())}>{ "Sign out" }</button>
             </span>
