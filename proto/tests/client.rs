@@ -1219,3 +1219,65 @@ fn a_password_change_is_sent_and_its_answer_reported() {
         }]
     );
 }
+
+#[test]
+fn a_password_change_whose_answer_was_lost_is_settled_by_the_next_sign_in() {
+    let mut c = Client::new(config());
+    c.sign_in_with_password("alice", "old password").unwrap();
+    c.connected(secs(0));
+    sent(&mut c);
+    feed(
+        &mut c,
+        secs(0),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S,
+        }],
+    );
+    events(&mut c);
+    c.change_password("old password", "new password").unwrap();
+    sent(&mut c);
+    // The connection drops before the answer; the session expires.
+    c.disconnected();
+    c.connected(secs(40));
+    sent(&mut c);
+    let expired = Packet::Error {
+        request_type: 4,
+        code: ErrorCode::BadSession,
+        subject: 0,
+        text: "expired".into(),
+    };
+    feed(&mut c, secs(40), &[expired]);
+    let sign_in = |p: &str| Packet::AccountSignIn {
+        name: "alice".into(),
+        password: p.into(),
+    };
+    assert_eq!(sent(&mut c), vec![sign_in("old password")]);
+    // The change went through: the old password is refused, the new one
+    // is tried, and works.
+    feed(
+        &mut c,
+        secs(40),
+        &[Packet::Error {
+            request_type: 27,
+            code: ErrorCode::BadCredentials,
+            subject: 0,
+            text: "wrong name or password".into(),
+        }],
+    );
+    assert_eq!(sent(&mut c), vec![sign_in("new password")]);
+    feed(
+        &mut c,
+        secs(40),
+        &[Packet::SessionCookie {
+            user: USER,
+            session: S + 1,
+        }],
+    );
+    let evs = events(&mut c);
+    assert!(
+        evs.contains(&Event::PasswordChanged { user: USER }),
+        "{evs:?}"
+    );
+    assert!(!evs.iter().any(|e| matches!(e, Event::SignInFailed { .. })));
+}

@@ -117,8 +117,13 @@ pub struct Client {
     /// The password to sign in with, kept in memory only, to sign in again
     /// when a session is lost.
     password: Option<Password>,
-    /// A PASSWORD CHANGE awaiting its answer: the new password.
+    /// A PASSWORD CHANGE awaiting its answer: the new password. Kept when
+    /// the connection drops, since the change may have gone through: the
+    /// next sign-in by password tells.
     changing_to: Option<Password>,
+    /// The current sign-in uses the password of a change whose answer was
+    /// lost, after the old one was refused.
+    trying_new: bool,
     user: Option<u64>,
     session: Option<u64>,
     now: Duration,
@@ -148,6 +153,7 @@ impl Client {
             name: None,
             password: None,
             changing_to: None,
+            trying_new: false,
             user: None,
             session: None,
             now: Duration::ZERO,
@@ -590,6 +596,15 @@ impl Client {
             session,
             resumed,
         });
+        if !resumed && self.password.is_some() {
+            // A new sign-in by password settles a change whose answer was
+            // lost: the old password worked (it did not happen), or the
+            // new one did.
+            self.changing_to = None;
+            if std::mem::take(&mut self.trying_new) {
+                self.events.push_back(Event::PasswordChanged { user });
+            }
+        }
         let pending: Vec<(u64, Outgoing)> =
             self.outbox.iter().map(|(n, o)| (*n, o.clone())).collect();
         for (n, o) in pending {
@@ -773,7 +788,19 @@ impl Client {
                 self.events
                     .push_back(Event::PasswordChangeFailed { code, text });
             }
+            (kind::ACCOUNT_SIGN_IN, Phase::Opening { .. })
+                if code == ErrorCode::BadCredentials && self.changing_to.is_some() =>
+            {
+                // A change whose answer was lost went through after all:
+                // sign in with the new password.
+                self.password = self.changing_to.take();
+                self.trying_new = true;
+                if let Some(packet) = self.sign_in_packet() {
+                    self.send(packet);
+                }
+            }
             (kind::SESSION_REQUEST | kind::ACCOUNT_SIGN_IN, Phase::Opening { .. }) => {
+                self.trying_new = false;
                 // The transport stays usable: a later sign_in tries again.
                 self.phase = Phase::Offline;
                 self.events.push_back(Event::SignInFailed { code, text });
