@@ -84,13 +84,13 @@ impl Log {
         self.entries.partition_point(|e| e.number < floor)
     }
 
-    /// The packets `owed` has not acknowledged, oldest first, skipping
-    /// `user`'s own broadcasts.
-    pub(crate) fn owed(&self, owed: &Owed, user: u64) -> Vec<Bytes> {
+    /// The broadcasts `owed` has not acknowledged, as (number, packet),
+    /// oldest first, skipping `user`'s own.
+    pub(crate) fn owed(&self, owed: &Owed, user: u64) -> Vec<(u64, Bytes)> {
         self.entries
             .range(self.position(owed.floor)..)
             .filter(|e| e.sender != user && owed.acked.binary_search(&e.number).is_err())
-            .map(|e| e.bytes.clone())
+            .map(|e| (e.number, e.bytes.clone()))
             .collect()
     }
 }
@@ -171,6 +171,10 @@ mod tests {
         Bytes::from(n.to_be_bytes().to_vec())
     }
 
+    fn packets(owed: Vec<(u64, Bytes)>) -> Vec<Bytes> {
+        owed.into_iter().map(|(_, b)| b).collect()
+    }
+
     #[test]
     fn a_session_owes_what_came_after_it_started_and_was_not_acknowledged() {
         let mut log = Log::new(3);
@@ -184,9 +188,9 @@ mod tests {
             }
         }
         // Kept: 3, 4, 5; user 7 sent 4.
-        assert_eq!(log.owed(&owed, 7), vec![b(3), b(5)]);
+        assert_eq!(packets(log.owed(&owed, 7)), vec![b(3), b(5)]);
         owed.done(5, log.next(), 3);
-        assert_eq!(log.owed(&owed, 7), vec![b(3)]);
+        assert_eq!(packets(log.owed(&owed, 7)), vec![b(3)]);
         owed.done(2, log.next(), 3);
         owed.done(3, log.next(), 3);
         assert!(log.owed(&owed, 7).is_empty());
@@ -234,7 +238,7 @@ mod tests {
                     .filter(|(n, (s, _))| *s != me && !acked.contains(*n))
                     .map(|(_, (_, b))| b.clone())
                     .collect();
-                prop_assert_eq!(log.owed(&owed, me), model);
+                prop_assert_eq!(packets(log.owed(&owed, me)), model);
                 prop_assert!(owed.acked.len() <= keep + 1);
             }
         }

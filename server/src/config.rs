@@ -213,7 +213,7 @@ pub struct Config {
 /// development machine (README, "Passwords").
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 /// Argon2id's passes by default.
-pub const ARGON2_ITERATIONS: u32 = 3;
+pub const ARGON2_ITERATIONS: u32 = 9;
 
 /// The longest duration a flag accepts: a week, far beyond any sensible
 /// timeout, and far from where float seconds overflow a `Duration`.

@@ -6,8 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proto::{decode_request_from, ErrorCode, Packet};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
-use tokio::net::tcp::OwnedReadHalf;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +20,6 @@ use crate::context::Context;
 use crate::handlers;
 use crate::hub::Session;
 use crate::outbox::{Outbox, OutboxReceiver};
-use crate::redelivery;
 
 /// Bytes read from the socket at a time, at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -31,9 +33,6 @@ pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     pub(crate) out: Outbox,
     pub(crate) session: Option<Arc<Session>>,
-    /// The redelivery of the session's mailbox to this connection, if one
-    /// is running; it stops when the connection ends.
-    pub(crate) redelivery: Option<redelivery::Running>,
     /// Replies not yet handed to the writer, encoded back to back. Answers
     /// to a run of requests (chunks of a transfer, say) go out as one
     /// buffer in one write, instead of a buffer and a wake-up each.
@@ -102,7 +101,6 @@ pub(crate) async fn serve(
             peer,
             out: out.clone(),
             session: None,
-            redelivery: None,
             replies: Mutex::new(BytesMut::new()),
         };
         // Boxed and dropped at sign-in, so a signed-in idle connection does
@@ -158,7 +156,6 @@ pub(crate) async fn serve(
             }
         };
         detach(&conn);
-        conn.redelivery = None;
         out.finish(last.as_ref());
         // Give the writer a bounded time to flush; a client that does not
         // read cannot hold the task forever.
@@ -229,6 +226,9 @@ fn detach(conn: &Connection) {
         let mut st = session.state();
         if st.conn.as_ref().is_some_and(|c| c.same(&conn.out)) {
             session.set_conn(&mut st, None);
+            drop(st);
+            // A redelivery to this connection notices it is gone.
+            session.acked.notify_waiters();
         }
     }
 }
@@ -248,18 +248,50 @@ enum Reader {
     Tls(ReadHalf<TlsStream<TcpStream>>),
 }
 
-type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+/// The writing half of a [`Stream`]. An enum rather than a boxed trait
+/// object: a box per connection showed in the memory of idle sessions.
+enum Writer {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_flush(cx),
+            Writer::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
 
 impl Stream {
     fn split(self) -> (Reader, Writer) {
         match self {
             Stream::Plain(tcp) => {
                 let (r, w) = tcp.into_split();
-                (Reader::Plain(r), Box::new(w))
+                (Reader::Plain(r), Writer::Plain(w))
             }
             Stream::Tls(tls) => {
                 let (r, w) = tokio::io::split(*tls);
-                (Reader::Tls(r), Box::new(w))
+                (Reader::Tls(r), Writer::Tls(w))
             }
         }
     }

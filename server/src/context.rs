@@ -46,6 +46,7 @@ impl Context {
             session.set_conn(&mut st, None)
         };
         session.transfers.clear();
+        session.acked.notify_waiters();
         if let Some(conn) = conn {
             conn.close(code, why);
         }

@@ -19,25 +19,13 @@ use bytes::Bytes;
 use crate::broadcasts::{Log, Owed};
 use crate::outbox::Outbox;
 use crate::rate::TokenBucket;
+use crate::redelivery::{Held, Redelivery};
 use crate::transfers::Transfers;
 
 /// Milliseconds since the process's first call: a clock that fits an atomic.
 pub(crate) fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// Where a redelivery of the mailbox stands, while one runs.
-#[derive(Debug, Default)]
-pub(crate) struct Redelivery {
-    /// A redelivery task is sending the stored mailbox: live direct
-    /// messages are left to it, so each arrives once and in order.
-    pub(crate) running: bool,
-    /// A live direct message was left to the redelivery since it last
-    /// looked at the store: it must look again before it stops.
-    pub(crate) missed: bool,
-    /// Redelivered numbers not yet acknowledged, in increasing order.
-    pub(crate) in_flight: std::collections::VecDeque<u64>,
 }
 
 /// The mutable part of a session.
@@ -84,10 +72,7 @@ impl Session {
                 conn: None,
                 owed,
                 rate,
-                redelivery: Redelivery {
-                    running: true,
-                    ..Redelivery::default()
-                },
+                redelivery: Redelivery::started(),
                 ended: false,
             }),
             transfers: Transfers::default(),
@@ -118,25 +103,20 @@ impl Session {
         self.attached.load(Ordering::Acquire)
     }
 
-    /// Pushes a direct message to the session's connection, unless a
-    /// redelivery is sending the mailbox, which will find it in the store.
-    pub(crate) fn push_direct(&self, bytes: Bytes) {
+    /// Pushes direct message `delivery` to the session's connection,
+    /// unless a redelivery holds it for later, or has sent it already.
+    pub(crate) fn push_direct(&self, delivery: u64, bytes: Bytes) {
         let mut st = self.state();
-        if st.redelivery.running {
-            tracing::debug!(user = self.user, "live message left to the redelivery");
-            st.redelivery.missed = true;
-        } else if let Some(conn) = &st.conn {
-            conn.send(bytes);
+        if let Some(bytes) = st.redelivery.live_direct(delivery, bytes) {
+            if let Some(conn) = &st.conn {
+                conn.send(bytes);
+            }
         }
     }
 
     /// The client acknowledged `delivery`: a waiting redelivery may send more.
     pub(crate) fn acknowledged(&self, delivery: u64) {
-        let mut st = self.state();
-        let q = &mut st.redelivery.in_flight;
-        if let Ok(at) = q.binary_search(&delivery) {
-            q.remove(at);
-            drop(st);
+        if self.state().redelivery.acked(delivery) {
             self.acked.notify_one();
         }
     }
@@ -147,6 +127,10 @@ struct Sessions {
     by_id: HashMap<u64, Arc<Session>>,
     by_user: HashMap<u64, Arc<Session>>,
 }
+
+/// What attaching a session to a connection gives: the connection it was
+/// on, and the broadcasts it is owed, as (number, packet).
+pub(crate) type Attached = (Option<Outbox>, Vec<(u64, Bytes)>);
 
 /// Every live session of this server, and the recent broadcasts.
 ///
@@ -195,12 +179,16 @@ impl Hub {
     }
 
     /// Puts `session` on `conn` unless it has ended, returning the
-    /// connection it was on and the broadcasts it is owed.
+    /// connection it was on and the broadcasts owed so far. A redelivery
+    /// starts: until it finishes ([`Hub::finish_redelivery`]), what arrives
+    /// live is held for it, so that what was stored and what arrives
+    /// meanwhile come in order. Alone at the gate, so each broadcast is
+    /// either in the list or held, never both and never neither.
     pub(crate) fn attach(
         &self,
         session: &Session,
         conn: Outbox,
-    ) -> Option<(Option<Outbox>, Vec<Bytes>)> {
+    ) -> Option<Attached> {
         let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let log = self.log();
         let mut st = session.state();
@@ -208,11 +196,39 @@ impl Hub {
             return None;
         }
         let previous = session.set_conn(&mut st, Some(conn));
-        st.redelivery.running = true;
-        st.redelivery.missed = false;
-        st.redelivery.in_flight.clear();
+        st.redelivery = Redelivery::started();
         let owed = log.owed(&st.owed, session.user);
+        drop(st);
+        // A redelivery to the previous connection notices it is gone.
+        session.acked.notify_waiters();
         Some((previous, owed))
+    }
+
+    /// Ends `session`'s redelivery once its stored mailbox is sent: `None`
+    /// if a live direct message could not be held since the mailbox was
+    /// last read (read it again); else what was held, in order, and the
+    /// broadcasts that could not be held (not among `sent`), to send now.
+    /// From here on live messages are pushed at once.
+    pub(crate) fn finish_redelivery(
+        &self,
+        session: &Session,
+        sent: &[(u64, Bytes)],
+    ) -> Option<(Vec<Held>, Vec<Bytes>)> {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let log = self.log();
+        let mut st = session.state();
+        let (held, overflowed) = st.redelivery.finish()?;
+        let extra = if overflowed {
+            let held_numbers: Vec<u64> = held.iter().filter_map(Held::broadcast).collect();
+            log.owed(&st.owed, session.user)
+                .into_iter()
+                .filter(|(n, _)| !held_numbers.contains(n) && !sent.iter().any(|(s, _)| s == n))
+                .map(|(_, b)| b)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some((held, extra))
     }
 
     /// `session`'s client acknowledged broadcast `delivery`.
@@ -273,11 +289,12 @@ impl Hub {
         self.lock().by_id.values().cloned().collect()
     }
 
-    /// Pushes an encoded direct message to `user`'s connection, if there is one.
-    pub(crate) fn deliver(&self, user: u64, bytes: Bytes) {
+    /// Pushes encoded direct message `delivery` to `user`'s connection, if
+    /// there is one.
+    pub(crate) fn deliver(&self, user: u64, delivery: u64, bytes: Bytes) {
         let session = self.lock().by_user.get(&user).cloned();
         if let Some(session) = session {
-            session.push_direct(bytes);
+            session.push_direct(delivery, bytes);
         }
     }
 
@@ -311,7 +328,16 @@ impl Hub {
             if !session.is_attached() {
                 continue;
             }
-            if let Some(conn) = &session.state().conn {
+            let mut st = session.state();
+            // A session being redelivered holds these for after its stored
+            // mailbox, in order.
+            if st.redelivery.is_running() {
+                for (n, bytes) in batch {
+                    st.redelivery.live_broadcast(*n, bytes.clone());
+                }
+                continue;
+            }
+            if let Some(conn) = &st.conn {
                 conn.send_all(&frames);
             }
         }

@@ -6,11 +6,17 @@
 //! stays bounded whatever the mailbox holds, and it runs as a task of its
 //! own: the connection's reader goes on reading acknowledgements and
 //! keepalives meanwhile, and the session stays alive while its client
-//! reads. While it runs, live direct messages are left to it (see
-//! [`crate::hub::Session::push_direct`]), so each message arrives once and
-//! in order. Then the broadcasts that were pending when the session
-//! attached follow, paced by the connection's outbox.
+//! reads. Then the broadcasts owed when the session attached follow.
+//!
+//! Messages that arrive live meanwhile, direct or broadcast, are held
+//! ([`Redelivery`]) and sent after, in the order they arrived, so that a
+//! sender's messages keep their order and none is sent twice: a direct
+//! message is committed before it is pushed live, so the mailbox read may
+//! find it too, and exactly one of the two sends it. Past [`HELD_CAP`]
+//! held messages, direct ones are left to the store (read again) and
+//! broadcasts to the server's log.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,42 +26,187 @@ use crate::context::Context;
 use crate::hub::Session;
 use crate::outbox::{encode, Outbox};
 
-/// Cancels the redelivery when its connection ends: dropped with it. A
-/// token rather than the task's handle, which would keep the finished
-/// task's memory for as long as the connection lasts (1.6 KB per idle
-/// session).
-#[derive(Debug)]
-pub(crate) struct Running(#[allow(dead_code)] tokio_util::sync::DropGuard);
+/// Live messages held during one redelivery, at most.
+const HELD_CAP: usize = 1024;
+
+/// A message that arrived live while a redelivery ran.
+#[derive(Debug, Clone)]
+pub(crate) enum Held {
+    /// A direct message: its delivery number and packet.
+    Direct(u64, Bytes),
+    /// A broadcast: its number and packet.
+    Broadcast(u64, Bytes),
+}
+
+impl Held {
+    /// The broadcast number, for a broadcast.
+    pub(crate) fn broadcast(&self) -> Option<u64> {
+        match self {
+            Held::Broadcast(n, _) => Some(*n),
+            Held::Direct(..) => None,
+        }
+    }
+
+    fn bytes(self) -> Bytes {
+        match self {
+            Held::Direct(_, b) | Held::Broadcast(_, b) => b,
+        }
+    }
+}
+
+/// Where one session's redelivery stands; kept in the session's state.
+#[derive(Debug, Default)]
+pub(crate) struct Redelivery {
+    running: bool,
+    /// A live direct message was not held: the store must be read again
+    /// before the redelivery may end.
+    missed: bool,
+    /// A live broadcast was not held: the log supplies it at the end.
+    broadcasts_overflowed: bool,
+    /// Stored messages sent and not yet acknowledged, in increasing order.
+    in_flight: VecDeque<u64>,
+    /// The highest stored message sent; a live push of one at or below it
+    /// comes after the read that sent it, and is dropped.
+    sent_upto: u64,
+    held: VecDeque<Held>,
+}
+
+impl Redelivery {
+    /// A redelivery that has just started.
+    pub(crate) fn started() -> Self {
+        Self {
+            running: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a redelivery is running.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// A live direct message: the packet to push now, or `None` when it is
+    /// held, left to the store, or sent already.
+    pub(crate) fn live_direct(&mut self, delivery: u64, bytes: Bytes) -> Option<Bytes> {
+        if delivery <= self.sent_upto {
+            return None;
+        }
+        if !self.running {
+            return Some(bytes);
+        }
+        if self.held.len() < HELD_CAP {
+            self.held.push_back(Held::Direct(delivery, bytes));
+        } else {
+            self.missed = true;
+        }
+        None
+    }
+
+    /// A live broadcast while the redelivery runs: held, or left to the log.
+    pub(crate) fn live_broadcast(&mut self, number: u64, bytes: Bytes) {
+        if self.held.len() < HELD_CAP {
+            self.held.push_back(Held::Broadcast(number, bytes));
+        } else {
+            self.broadcasts_overflowed = true;
+        }
+    }
+
+    /// Stored message `delivery` is about to be sent: false when it is
+    /// held (it goes out later, in arrival order), else it is recorded.
+    pub(crate) fn take_stored(&mut self, delivery: u64) -> bool {
+        let held = self
+            .held
+            .iter()
+            .any(|h| matches!(h, Held::Direct(d, _) if *d == delivery));
+        if held {
+            return false;
+        }
+        self.in_flight.push_back(delivery);
+        self.sent_upto = self.sent_upto.max(delivery);
+        true
+    }
+
+    /// Stored messages sent and not yet acknowledged.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The client acknowledged `delivery`; true if it was in flight.
+    pub(crate) fn acked(&mut self, delivery: u64) -> bool {
+        match self.in_flight.binary_search(&delivery) {
+            Ok(at) => {
+                self.in_flight.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The store had nothing more: `None` if it must be read again, else
+    /// the held messages in order and whether broadcasts overflowed; live
+    /// messages are pushed at once from now on.
+    pub(crate) fn finish(&mut self) -> Option<(Vec<Held>, bool)> {
+        if std::mem::take(&mut self.missed) {
+            return None;
+        }
+        self.running = false;
+        let held = std::mem::take(&mut self.held).into_iter().collect();
+        Some((held, std::mem::take(&mut self.broadcasts_overflowed)))
+    }
+}
+
+/// Whether `session` is still on the connection `out` feeds. A redelivery
+/// stops once it is not (the connection ended, or the session moved to
+/// another, which has a redelivery of its own); whoever moves the session
+/// wakes it ([`Session::acked`]) so it notices. Nothing per connection
+/// keeps the task: it ends by itself, and its memory with it.
+fn still_on(session: &Session, out: &Outbox) -> bool {
+    session.state().conn.as_ref().is_some_and(|c| c.same(out))
+}
 
 /// Starts redelivering to `out`, the connection `session` has just moved
-/// to. `broadcasts` are the broadcasts pending at that moment.
+/// to; `owed` are the broadcasts it was owed at that moment.
+///
+/// The stored mailbox is sent up to the last direct message committed
+/// when the session attached (read right after, so before any message
+/// that can have missed being held): later ones arrive live and are held,
+/// and go out after it, in the order they arrived.
 pub(crate) fn start(
     ctx: Arc<Context>,
     session: Arc<Session>,
     out: Outbox,
-    broadcasts: Vec<Bytes>,
-) -> Running {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let cancelled = stop.clone();
+    owed: Vec<(u64, Bytes)>,
+) {
+    let mut upto = ctx.store.last_delivery();
     tokio::spawn(async move {
-        let work = async {
-            if let Err(e) = mailbox(&ctx, &session, &out).await {
+        let mut after = 0;
+        let finished = loop {
+            if let Err(e) = mailbox(&ctx, &session, &out, &mut after, upto).await {
+                // What is stored waits for the next sign-in.
                 tracing::error!(error = %e, user = session.user, "could not read the mailbox");
-                // Live delivery resumes; what is stored waits for the next sign-in.
-                session.state().redelivery.running = false;
             }
-            for bytes in broadcasts {
-                if !paced_send(&ctx, &out, bytes).await {
-                    return;
-                }
+            if !still_on(&session, &out) {
+                return;
+            }
+            match ctx.hub.finish_redelivery(&session, &owed) {
+                Some(done) => break done,
+                // A direct message could not be held: read the rest of the
+                // store, later messages included.
+                None => upto = u64::MAX,
             }
         };
-        tokio::select! {
-            _ = cancelled.cancelled() => {}
-            _ = work => {}
+        let (held, extra) = finished;
+        let all = owed
+            .into_iter()
+            .map(|(_, b)| b)
+            .chain(held.into_iter().map(Held::bytes))
+            .chain(extra);
+        for bytes in all {
+            if !still_on(&session, &out) || !paced_send(&ctx, &out, bytes).await {
+                return;
+            }
         }
     });
-    Running(stop.drop_guard())
 }
 
 /// Waits until the outbox has room for `bytes`, then queues it; false when
@@ -75,40 +226,47 @@ async fn paced_send(ctx: &Context, out: &Outbox, bytes: Bytes) -> bool {
     out.send(bytes)
 }
 
+/// Sends the stored mailbox past `after` and up to `upto`.
 async fn mailbox(
     ctx: &Context,
     session: &Session,
     out: &Outbox,
+    after: &mut u64,
+    upto: u64,
 ) -> Result<(), crate::store::StoreError> {
+    // Acknowledgements sent on the previous connection are committed with
+    // the writer's next batch; the mailbox is read after them, so what was
+    // acknowledged is not sent again.
+    ctx.store.barrier().await?;
     let window = ctx.config.redelivery_window.max(1);
     let page = window.div_ceil(2);
-    let mut after = 0;
     loop {
         // Wait until half the window has been acknowledged.
         loop {
             let acked = session.acked.notified();
-            if session.state().redelivery.in_flight.len() + page <= window {
+            if !still_on(session, out) {
+                return Ok(());
+            }
+            if session.state().redelivery.in_flight() + page <= window {
                 break;
             }
             acked.await;
         }
-        let queued = ctx.store.queued_page(session.user, after, page).await?;
-        tracing::debug!(
-            user = session.user,
-            after,
-            found = queued.len(),
-            "mailbox page"
-        );
+        if *after >= upto {
+            return Ok(());
+        }
+        let queued = ctx.store.queued_page(session.user, *after, page).await?;
         if queued.is_empty() {
-            let mut st = session.state();
-            if std::mem::take(&mut st.redelivery.missed) {
-                continue;
-            }
-            st.redelivery.running = false;
             return Ok(());
         }
         for q in queued {
-            after = q.delivery;
+            if q.delivery > upto {
+                return Ok(());
+            }
+            *after = q.delivery;
+            if !session.state().redelivery.take_stored(q.delivery) {
+                continue;
+            }
             let packet = Packet::IncomingMessage {
                 from: q.from,
                 message: q.delivery,
@@ -117,10 +275,64 @@ async fn mailbox(
             let Some(bytes) = encode(&packet) else {
                 continue;
             };
-            session.state().redelivery.in_flight.push_back(q.delivery);
-            if !paced_send(ctx, out, bytes).await {
+            if !still_on(session, out) || !paced_send(ctx, out, bytes).await {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u64) -> Bytes {
+        Bytes::from(n.to_be_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_message_found_by_the_read_and_pushed_live_is_sent_once() {
+        let mut r = Redelivery::started();
+        // Read first, pushed live after: the push is dropped.
+        assert!(r.take_stored(5));
+        assert_eq!(r.live_direct(5, b(5)), None);
+        // Pushed live first (held), read after: the read skips it.
+        assert_eq!(r.live_direct(7, b(7)), None);
+        assert!(!r.take_stored(7));
+        r.live_broadcast(1 << 63, b(1));
+        let (held, overflowed) = r.finish().unwrap();
+        assert!(!overflowed);
+        let held: Vec<Bytes> = held.into_iter().map(Held::bytes).collect();
+        assert_eq!(held, vec![b(7), b(1)], "held in arrival order");
+        // After the end, live messages go at once, except ones sent already.
+        assert_eq!(r.live_direct(9, b(9)), Some(b(9)));
+        assert_eq!(r.live_direct(5, b(5)), None);
+    }
+
+    #[test]
+    fn past_the_cap_direct_messages_are_left_to_the_store() {
+        let mut r = Redelivery::started();
+        for d in 1..=HELD_CAP as u64 {
+            r.live_direct(d, b(d));
+        }
+        r.live_direct(5000, b(5000));
+        r.live_broadcast(6000, b(6000));
+        assert!(r.finish().is_none(), "the store must be read again");
+        let (held, overflowed) = r.finish().unwrap();
+        assert_eq!(held.len(), HELD_CAP);
+        assert!(overflowed);
+    }
+
+    #[test]
+    fn acknowledgements_free_the_window() {
+        let mut r = Redelivery::started();
+        for d in [3, 4, 9] {
+            r.take_stored(d);
+        }
+        assert_eq!(r.in_flight(), 3);
+        assert!(r.acked(4));
+        assert!(!r.acked(4));
+        assert!(!r.acked(100));
+        assert_eq!(r.in_flight(), 2);
     }
 }

@@ -125,9 +125,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map_err(io("cannot read the bound address"))?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "chat server listening");
     let (params, hashing) = (config.hash_params(), config.max_hashing);
-    let hasher = tokio::task::spawn_blocking(move || Hasher::new(params, hashing))
-        .await
-        .map_err(|e| crate::accounts::hasher::HashError::Task(e.to_string()))??;
+    let hasher = Hasher::new(params, hashing)?;
     let accounts = Accounts::new(
         config.accounts,
         hasher,
@@ -196,7 +194,10 @@ async fn run(
                         tracker.spawn(async move {
                             let stream = match tls {
                                 None => Some(Stream::Plain(stream)),
-                                Some(tls) => handshake(&tls, stream, &ctx).await,
+                                // Boxed: the handshake's state (a whole TLS
+                                // connection) would otherwise size every
+                                // connection's task, plain ones too.
+                                Some(tls) => Box::pin(handshake(&tls, stream, &ctx)).await,
                             };
                             if let Some(stream) = stream {
                                 connection::serve(stream, peer, ctx, shutdown).await;

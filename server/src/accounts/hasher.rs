@@ -1,11 +1,16 @@
-//! Password hashing: Argon2id, on the blocking pool, a few at a time.
+//! Password hashing: Argon2id, on threads of its own, a few at a time.
 //!
 //! A hash takes tens of milliseconds of a core by design. It never runs on
 //! the runtime's threads, and at most `concurrency` run at once, so a flood
 //! of sign-ins queues here instead of taking the cores that deliver
-//! messages.
+//! messages. The threads are its own, not tokio's blocking pool: each hash
+//! allocates its memory cost (19 MiB) and the allocator keeps a freed block
+//! for the thread that used it, so hashes spread over the pool's many
+//! threads held a gigabyte after a burst of sign-ins; here at most
+//! `concurrency` blocks are kept.
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -67,25 +72,48 @@ fn verify_now(password: &str, hash: &str) -> bool {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Hashes and checks passwords off the runtime, `concurrency` at a time.
 #[derive(Debug)]
 pub(crate) struct Hasher {
     params: HashParams,
     permits: Arc<Semaphore>,
+    /// The hashing threads' queue; they end when it is dropped.
+    jobs: Mutex<mpsc::Sender<Job>>,
     /// A hash of nothing anyone knows, checked against when a name has no
-    /// account, so that answer takes as long as a wrong password.
-    decoy: String,
+    /// account, so that answer takes as long as a wrong password. Made on
+    /// first use, on a hashing thread.
+    decoy: Arc<OnceLock<String>>,
 }
 
 impl Hasher {
-    /// Checks the parameters and makes the decoy hash (one hash's time).
+    /// Checks the parameters and starts the hashing threads.
     pub(crate) fn new(params: HashParams, concurrency: usize) -> Result<Self, HashError> {
-        let secret: [u8; 16] = rand::random();
-        let decoy = params.hash_now(&format!("{secret:?}"))?;
+        params.argon2()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("chat-hasher-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| HashError::Task(e.to_string()))?;
+        }
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            decoy,
+            jobs: Mutex::new(tx),
+            decoy: Arc::new(OnceLock::new()),
         })
     }
 
@@ -98,9 +126,16 @@ impl Hasher {
             .acquire()
             .await
             .map_err(|e| HashError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| HashError::Task(e.to_string()))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        self.jobs
+            .lock()
+            .map_err(|e| HashError::Task(e.to_string()))?
+            .send(job)
+            .map_err(|e| HashError::Task(e.to_string()))?;
+        answer.await.map_err(|e| HashError::Task(e.to_string()))
     }
 
     /// A new hash of `password`.
@@ -117,8 +152,20 @@ impl Hasher {
         hash: Option<String>,
     ) -> Result<bool, HashError> {
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.decoy.clone());
-        let matched = self.run(move || verify_now(&password, &hash)).await?;
+        let (params, decoy) = (self.params, self.decoy.clone());
+        let matched = self
+            .run(move || {
+                let hash = hash.unwrap_or_else(|| {
+                    decoy
+                        .get_or_init(|| {
+                            let secret: [u8; 16] = rand::random();
+                            params.hash_now(&format!("{secret:?}")).unwrap_or_default()
+                        })
+                        .clone()
+                });
+                verify_now(&password, &hash)
+            })
+            .await?;
         Ok(known && matched)
     }
 }

@@ -170,7 +170,7 @@ fn finish_direct(
                 conn.flush();
             }
             if let Some(bytes) = encode(&incoming) {
-                conn.ctx.hub.deliver(to, bytes);
+                conn.ctx.hub.deliver(to, delivery, bytes);
             }
         }
         Ok(Stored::Duplicate) => conn.reply(Packet::MessageResponse { message }),

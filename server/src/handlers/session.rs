@@ -108,8 +108,8 @@ pub(super) async fn open_session(conn: &mut Connection, t: u16, name: String, us
     conn.reply(Packet::SessionCookie { user, session: id });
     conn.flush();
     // None: replaced or expired in the meantime.
-    if let Some((_, broadcasts)) = ctx.hub.attach(&session, conn.out.clone()) {
-        attached(conn, session, broadcasts);
+    if let Some((_, owed)) = ctx.hub.attach(&session, conn.out.clone()) {
+        attached(conn, session, owed);
     }
 }
 
@@ -144,8 +144,7 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
                 );
                 return;
             };
-            let Some((previous, broadcasts)) = conn.ctx.hub.attach(&session, conn.out.clone())
-            else {
+            let Some((previous, owed)) = conn.ctx.hub.attach(&session, conn.out.clone()) else {
                 conn.error(
                     T,
                     ErrorCode::BadSession,
@@ -166,22 +165,17 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
                 user: session.user,
                 session: session.id,
             });
-            attached(conn, session, broadcasts);
+            attached(conn, session, owed);
         }
     }
 }
 
 /// The connection has `session` now: the cookie goes out, then the
 /// redelivery starts beside the reader.
-fn attached(conn: &mut Connection, session: Arc<Session>, broadcasts: Vec<Bytes>) {
+fn attached(conn: &mut Connection, session: Arc<Session>, owed: Vec<(u64, Bytes)>) {
     conn.flush();
     conn.session = Some(session.clone());
-    conn.redelivery = Some(redelivery::start(
-        conn.ctx.clone(),
-        session,
-        conn.out.clone(),
-        broadcasts,
-    ));
+    redelivery::start(conn.ctx.clone(), session, conn.out.clone(), owed);
 }
 
 fn sign_ins_too_fast(conn: &Connection, t: u16) {

@@ -173,6 +173,7 @@ enum Command {
         reply: oneshot::Sender<Result<Result<u64, FileRefused>, StoreError>>,
     },
     CompleteFile(u64, oneshot::Sender<Result<(), StoreError>>),
+    Barrier(oneshot::Sender<Result<(), StoreError>>),
     DiscardFile(u64, oneshot::Sender<Result<(), StoreError>>),
     Prune {
         /// Unix seconds before which session records go.
@@ -199,6 +200,8 @@ impl<T> Pending<T> {
 pub struct Store {
     tx: mpsc::Sender<Command>,
     reader: Arc<Mutex<Connection>>,
+    /// The highest delivery number committed.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the store found when it opened.
@@ -233,13 +236,18 @@ impl Store {
         let (conn, recovered) = sqlite::open(&path, full_sync, min_file_charge)?;
         let reader = sqlite::open_reader(&path)?;
         let (tx, rx) = mpsc::channel(limits.queue.max(1));
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name("chat-store".into())
-            .spawn(move || sqlite::run(conn, rx, limits))
+            .spawn({
+                let committed = committed.clone();
+                move || sqlite::run(conn, rx, limits, committed)
+            })
             .map_err(|_| StoreError::Closed)?;
         Ok((
             Self {
                 tx,
+                committed,
                 reader: Arc::new(Mutex::new(reader)),
             },
             recovered,
@@ -373,6 +381,18 @@ impl Store {
     /// that floods acknowledgements waits here for room in the queue.
     pub async fn forget(&self, recipient: u64, delivery: u64) {
         drop(self.queue(|r| Command::Ack(recipient, delivery, r)).await);
+    }
+
+    /// The highest delivery number of a committed direct message: a message
+    /// committed later has a higher one.
+    pub fn last_delivery(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until every request queued before this one is committed, so
+    /// that a read afterwards sees them (reads use their own connection).
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        self.queue(Command::Barrier).await.wait().await
     }
 
     /// Up to `limit` messages queued for `user` with delivery numbers

@@ -9,6 +9,8 @@ mod schema;
 mod senders;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::mpsc::Receiver;
@@ -34,6 +36,8 @@ const MAX_KNOWN_USERS: usize = 100_000;
 struct Writer {
     conn: Connection,
     state: State,
+    /// The highest delivery number committed, for readers elsewhere.
+    committed: Arc<AtomicU64>,
 }
 
 /// What the writer remembers between requests. Everything here that a
@@ -65,8 +69,17 @@ fn counter(conn: &Connection, name: &str) -> u64 {
 }
 
 /// Serves requests until every [`super::Store`] handle is dropped.
-pub(super) fn run(conn: Connection, mut rx: Receiver<Command>, limits: StoreLimits) {
+pub(super) fn run(
+    conn: Connection,
+    mut rx: Receiver<Command>,
+    limits: StoreLimits,
+    committed: Arc<AtomicU64>,
+) {
     let mut writer = Writer::new(conn, limits);
+    writer.committed = committed;
+    writer
+        .committed
+        .store(writer.state.delivery, Ordering::Release);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -90,6 +103,7 @@ impl Writer {
         let broadcast = counter(&conn, "broadcast");
         Writer {
             conn,
+            committed: Arc::new(AtomicU64::new(0)),
             state: State {
                 users: KnownUsers::new(),
                 delivery,
@@ -106,7 +120,7 @@ impl Writer {
     /// nothing of the batch is committed and every request in it gets the
     /// error: a sender's resend is then stored, not taken for a duplicate.
     fn commit_batch(&mut self, batch: Vec<Command>) {
-        let Writer { conn, state } = self;
+        let Writer { conn, state, .. } = self;
         let tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
@@ -148,7 +162,10 @@ impl Writer {
         // A dropped, uncommitted transaction rolls back.
         state.senders.end_batch(result.is_ok());
         match result {
-            Ok(()) => replies.into_iter().for_each(|r| r(Ok(()))),
+            Ok(()) => {
+                self.committed.store(state.delivery, Ordering::Release);
+                replies.into_iter().for_each(|r| r(Ok(())))
+            }
             Err(err) => {
                 state.users.clear();
                 state.mailboxes.clear();

@@ -51,9 +51,10 @@ pub(super) fn answer(command: Command, err: Result<(), &StoreError>) {
         Command::StoreDirect { reply, .. } | Command::StoreBroadcast { reply, .. } => {
             drop(reply.send(Err(e())))
         }
-        Command::Ack(_, _, r) | Command::CompleteFile(_, r) | Command::DiscardFile(_, r) => {
-            drop(r.send(Err(e())))
-        }
+        Command::Ack(_, _, r)
+        | Command::CompleteFile(_, r)
+        | Command::DiscardFile(_, r)
+        | Command::Barrier(r) => drop(r.send(Err(e()))),
         Command::CreateFile { reply, .. } => drop(reply.send(Err(e()))),
         Command::Prune { reply, .. } => drop(reply.send(Err(e()))),
     }
@@ -98,6 +99,7 @@ pub(super) fn execute(
             uploader,
             reply,
         } => deferred(reply, create_file(tx, state, &name, size, uploader)),
+        Command::Barrier(r) => deferred(r, Ok(())),
         Command::CompleteFile(file, r) => deferred(
             r,
             tx.execute("UPDATE files SET complete = 1 WHERE id = ?1", [file as i64])
