@@ -6,11 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proto::{decode_request_from, ErrorCode, Packet};
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
-
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -84,16 +81,19 @@ impl Connection {
 
 /// Serves one client until it leaves, breaks the protocol, is told to
 /// close, or the server shuts down.
-pub(crate) async fn serve(
-    stream: Stream,
+async fn serve<R, W>(
+    mut reader: R,
+    writer: W,
     peer: SocketAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
-) {
+) where
+    R: ReadHalfOf,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
     let span = tracing::info_span!("conn", %peer);
     async move {
         tracing::debug!("connected");
-        let (mut reader, writer) = stream.split();
         let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes, ctx.budget.clone());
         let write_task = tokio::spawn(write_loop(writer, receiver).in_current_span());
         let mut conn = Connection {
@@ -126,7 +126,7 @@ pub(crate) async fn serve(
                         ctx.config.sign_in_timeout
                     )));
                 }
-                read = reader.read(&mut buf) => {
+                read = reader.read_into(&mut buf) => {
                     match read {
                         Ok(0) => {
                             if !buf.is_empty() {
@@ -233,95 +233,65 @@ fn detach(conn: &Connection) {
     }
 }
 
-/// A client's byte stream: plain TCP, or TLS over it.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS, its handshake done.
-    Tls(Box<TlsStream<TcpStream>>),
+/// The reading half of a client's stream. Each kind of stream has its
+/// own, so that a plain connection's task is no larger for TLS's sake.
+pub(crate) trait ReadHalfOf: Send + 'static {
+    /// Reads what is there into `buf`; 0 at the end of the stream.
+    /// Cancel-safe.
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a;
 }
 
-/// The reading half of a [`Stream`].
-enum Reader {
-    Plain(OwnedReadHalf),
-    Tls(ReadHalf<TlsStream<TcpStream>>),
-}
-
-/// The writing half of a [`Stream`]. An enum rather than a boxed trait
-/// object: a box per connection showed in the memory of idle sessions.
-enum Writer {
-    Plain(OwnedWriteHalf),
-    Tls(WriteHalf<TlsStream<TcpStream>>),
-}
-
-impl AsyncWrite for Writer {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Writer::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            Writer::Tls(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Writer::Plain(w) => Pin::new(w).poll_flush(cx),
-            Writer::Tls(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Writer::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
-        }
-    }
-}
-
-impl Stream {
-    fn split(self) -> (Reader, Writer) {
-        match self {
-            Stream::Plain(tcp) => {
-                let (r, w) = tcp.into_split();
-                (Reader::Plain(r), Writer::Plain(w))
-            }
-            Stream::Tls(tls) => {
-                let (r, w) = tokio::io::split(*tls);
-                (Reader::Tls(r), Writer::Tls(w))
+impl ReadHalfOf for OwnedReadHalf {
+    /// Reserves room only once bytes are ready, so an idle connection
+    /// holds no buffer.
+    async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        loop {
+            self.readable().await?;
+            buf.reserve(READ_CHUNK);
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => return other,
             }
         }
     }
 }
 
-impl Reader {
-    /// Reads what is there into `buf`; 0 at the end of the stream. Plain
-    /// TCP reserves room only once bytes are ready, so an idle connection
-    /// holds no buffer (TLS keeps its own buffers anyway). Cancel-safe.
-    async fn read(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        match self {
-            Reader::Plain(r) => loop {
-                r.readable().await?;
-                buf.reserve(READ_CHUNK);
-                match r.try_read_buf(buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            },
-            Reader::Tls(r) => {
-                buf.reserve(READ_CHUNK);
-                r.read_buf(buf).await
-            }
-        }
+impl ReadHalfOf for ReadHalf<TlsStream<TcpStream>> {
+    /// TLS keeps buffers of its own anyway.
+    async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        buf.reserve(READ_CHUNK);
+        self.read_buf(buf).await
     }
+}
+
+/// Serves a plain TCP connection.
+pub(crate) async fn serve_plain(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let (r, w) = tcp.into_split();
+    serve(r, w, peer, ctx, shutdown).await
+}
+
+/// Serves a connection whose TLS handshake is done.
+pub(crate) async fn serve_tls(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let (r, w) = tokio::io::split(tls);
+    serve(r, w, peer, ctx, shutdown).await
 }
 
 /// Writes queued bytes, coalescing whatever is queued into one write. The
 /// coalescing buffer lives only while there is something to write.
-async fn write_loop(mut writer: Writer, receiver: OutboxReceiver) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, receiver: OutboxReceiver) {
     loop {
         let mut batch = Vec::new();
         if !receiver.next_batch(&mut batch, MAX_BATCH).await {

@@ -184,11 +184,7 @@ impl Hub {
     /// live is held for it, so that what was stored and what arrives
     /// meanwhile come in order. Alone at the gate, so each broadcast is
     /// either in the list or held, never both and never neither.
-    pub(crate) fn attach(
-        &self,
-        session: &Session,
-        conn: Outbox,
-    ) -> Option<Attached> {
+    pub(crate) fn attach(&self, session: &Session, conn: Outbox) -> Option<Attached> {
         let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let log = self.log();
         let mut st = session.state();
@@ -196,7 +192,7 @@ impl Hub {
             return None;
         }
         let previous = session.set_conn(&mut st, Some(conn));
-        st.redelivery = Redelivery::started();
+        st.redelivery.restart();
         let owed = log.owed(&st.owed, session.user);
         drop(st);
         // A redelivery to the previous connection notices it is gone.

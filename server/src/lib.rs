@@ -35,6 +35,7 @@ mod handlers;
 mod hub;
 mod outbox;
 pub mod peers;
+mod pool;
 mod rate;
 mod redelivery;
 pub mod server;

@@ -47,17 +47,28 @@ impl Held {
         }
     }
 
-    fn bytes(self) -> Bytes {
+    /// The packet.
+    pub(crate) fn bytes(self) -> Bytes {
         match self {
             Held::Direct(_, b) | Held::Broadcast(_, b) => b,
         }
     }
 }
 
-/// Where one session's redelivery stands; kept in the session's state.
+/// Where one session's redelivery stands; kept in the session's state. Its
+/// working state is boxed and dropped when it ends, so an idle session
+/// carries a pointer and a number.
 #[derive(Debug, Default)]
 pub(crate) struct Redelivery {
-    running: bool,
+    /// The highest stored message sent; a live push of one at or below it
+    /// comes after the read that sent it, and is dropped.
+    sent_upto: u64,
+    running: Option<Box<Running>>,
+}
+
+/// A redelivery under way.
+#[derive(Debug, Default)]
+struct Running {
     /// A live direct message was not held: the store must be read again
     /// before the redelivery may end.
     missed: bool,
@@ -65,9 +76,6 @@ pub(crate) struct Redelivery {
     broadcasts_overflowed: bool,
     /// Stored messages sent and not yet acknowledged, in increasing order.
     in_flight: VecDeque<u64>,
-    /// The highest stored message sent; a live push of one at or below it
-    /// comes after the read that sent it, and is dropped.
-    sent_upto: u64,
     held: VecDeque<Held>,
 }
 
@@ -75,14 +83,25 @@ impl Redelivery {
     /// A redelivery that has just started.
     pub(crate) fn started() -> Self {
         Self {
-            running: true,
-            ..Self::default()
+            sent_upto: 0,
+            running: Some(Box::default()),
+        }
+    }
+
+    /// A redelivery starts on a new connection. What was held since the
+    /// session began (or since a redelivery to an earlier connection
+    /// began) stays held; what was sent is sent again.
+    pub(crate) fn restart(&mut self) {
+        self.sent_upto = 0;
+        match &mut self.running {
+            Some(r) => r.in_flight.clear(),
+            None => self.running = Some(Box::default()),
         }
     }
 
     /// Whether a redelivery is running.
     pub(crate) fn is_running(&self) -> bool {
-        self.running
+        self.running.is_some()
     }
 
     /// A live direct message: the packet to push now, or `None` when it is
@@ -91,51 +110,58 @@ impl Redelivery {
         if delivery <= self.sent_upto {
             return None;
         }
-        if !self.running {
+        let Some(r) = &mut self.running else {
             return Some(bytes);
-        }
-        if self.held.len() < HELD_CAP {
-            self.held.push_back(Held::Direct(delivery, bytes));
+        };
+        if r.held.len() < HELD_CAP {
+            r.held.push_back(Held::Direct(delivery, bytes));
         } else {
-            self.missed = true;
+            r.missed = true;
         }
         None
     }
 
     /// A live broadcast while the redelivery runs: held, or left to the log.
     pub(crate) fn live_broadcast(&mut self, number: u64, bytes: Bytes) {
-        if self.held.len() < HELD_CAP {
-            self.held.push_back(Held::Broadcast(number, bytes));
-        } else {
-            self.broadcasts_overflowed = true;
+        if let Some(r) = &mut self.running {
+            if r.held.len() < HELD_CAP {
+                r.held.push_back(Held::Broadcast(number, bytes));
+            } else {
+                r.broadcasts_overflowed = true;
+            }
         }
     }
 
     /// Stored message `delivery` is about to be sent: false when it is
     /// held (it goes out later, in arrival order), else it is recorded.
     pub(crate) fn take_stored(&mut self, delivery: u64) -> bool {
-        let held = self
-            .held
-            .iter()
-            .any(|h| matches!(h, Held::Direct(d, _) if *d == delivery));
-        if held {
-            return false;
+        if let Some(r) = &mut self.running {
+            let held = r
+                .held
+                .iter()
+                .any(|h| matches!(h, Held::Direct(d, _) if *d == delivery));
+            if held {
+                return false;
+            }
+            r.in_flight.push_back(delivery);
         }
-        self.in_flight.push_back(delivery);
         self.sent_upto = self.sent_upto.max(delivery);
         true
     }
 
     /// Stored messages sent and not yet acknowledged.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.running.as_ref().map_or(0, |r| r.in_flight.len())
     }
 
     /// The client acknowledged `delivery`; true if it was in flight.
     pub(crate) fn acked(&mut self, delivery: u64) -> bool {
-        match self.in_flight.binary_search(&delivery) {
+        let Some(r) = &mut self.running else {
+            return false;
+        };
+        match r.in_flight.binary_search(&delivery) {
             Ok(at) => {
-                self.in_flight.remove(at);
+                r.in_flight.remove(at);
                 true
             }
             Err(_) => false,
@@ -146,12 +172,13 @@ impl Redelivery {
     /// the held messages in order and whether broadcasts overflowed; live
     /// messages are pushed at once from now on.
     pub(crate) fn finish(&mut self) -> Option<(Vec<Held>, bool)> {
-        if std::mem::take(&mut self.missed) {
-            return None;
+        if let Some(r) = &mut self.running {
+            if std::mem::take(&mut r.missed) {
+                return None;
+            }
         }
-        self.running = false;
-        let held = std::mem::take(&mut self.held).into_iter().collect();
-        Some((held, std::mem::take(&mut self.broadcasts_overflowed)))
+        let r = self.running.take().unwrap_or_default();
+        Some((r.held.into_iter().collect(), r.broadcasts_overflowed))
     }
 }
 
@@ -162,6 +189,15 @@ impl Redelivery {
 /// keeps the task: it ends by itself, and its memory with it.
 fn still_on(session: &Session, out: &Outbox) -> bool {
     session.state().conn.as_ref().is_some_and(|c| c.same(out))
+}
+
+/// Whether `session`'s user has no stored message waiting. No barrier is
+/// needed: acknowledgements still queued can only remove messages.
+pub(crate) async fn nothing_stored(ctx: &Context, session: &Session) -> bool {
+    ctx.store
+        .queued_page(session.user, 0, 1)
+        .await
+        .is_ok_and(|page| page.is_empty())
 }
 
 /// Starts redelivering to `out`, the connection `session` has just moved
@@ -307,6 +343,18 @@ mod tests {
         // After the end, live messages go at once, except ones sent already.
         assert_eq!(r.live_direct(9, b(9)), Some(b(9)));
         assert_eq!(r.live_direct(5, b(5)), None);
+    }
+
+    #[test]
+    fn a_restart_keeps_what_was_held() {
+        let mut r = Redelivery::started();
+        assert_eq!(r.live_direct(3, b(3)), None);
+        r.take_stored(2);
+        r.restart();
+        assert_eq!(r.in_flight(), 0);
+        assert!(r.take_stored(2), "sent again on the new connection");
+        let (held, _) = r.finish().unwrap();
+        assert_eq!(held.len(), 1);
     }
 
     #[test]

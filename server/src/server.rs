@@ -20,7 +20,7 @@ use crate::accounts::Accounts;
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::config::TlsFiles;
-use crate::connection::{self, Stream};
+use crate::connection;
 use crate::context::Context;
 use crate::disk::Disk;
 use crate::hub::Hub;
@@ -189,22 +189,24 @@ async fn run(
                 let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
                 let _ = stream.set_nodelay(true);
                 match ctx.peers.connect(peer.ip()) {
-                    Ok(address) => {
-                        let tls = tls.clone();
-                        tracker.spawn(async move {
-                            let stream = match tls {
-                                None => Some(Stream::Plain(stream)),
-                                // Boxed: the handshake's state (a whole TLS
-                                // connection) would otherwise size every
-                                // connection's task, plain ones too.
-                                Some(tls) => Box::pin(handshake(&tls, stream, &ctx)).await,
-                            };
-                            if let Some(stream) = stream {
-                                connection::serve(stream, peer, ctx, shutdown).await;
-                            }
-                            drop((permit, address));
-                        });
-                    }
+                    // Two kinds of task, so that a plain connection's is no
+                    // larger for TLS's sake (an idle session's memory).
+                    Ok(address) => match tls.clone() {
+                        None => {
+                            tracker.spawn(async move {
+                                connection::serve_plain(stream, peer, ctx, shutdown).await;
+                                drop((permit, address));
+                            });
+                        }
+                        Some(tls) => {
+                            tracker.spawn(async move {
+                                if let Some(tls) = Box::pin(handshake(&tls, stream, &ctx)).await {
+                                    connection::serve_tls(tls, peer, ctx, shutdown).await;
+                                }
+                                drop((permit, address));
+                            });
+                        }
+                    },
                     Err(refused) => {
                         tracker.spawn(async move {
                             refuse(stream, &ctx, refused.limit).await;
@@ -357,9 +359,13 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
 }
 
 /// Runs the TLS handshake, within the sign-in deadline.
-async fn handshake(tls: &TlsAcceptor, tcp: TcpStream, ctx: &Context) -> Option<Stream> {
+async fn handshake(
+    tls: &TlsAcceptor,
+    tcp: TcpStream,
+    ctx: &Context,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     match tokio::time::timeout(ctx.config.sign_in_timeout(), tls.accept(tcp)).await {
-        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             None

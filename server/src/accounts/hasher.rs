@@ -3,20 +3,20 @@
 //! A hash takes tens of milliseconds of a core by design. It never runs on
 //! the runtime's threads, and at most `concurrency` run at once, so a flood
 //! of sign-ins queues here instead of taking the cores that deliver
-//! messages. The threads are its own, not tokio's blocking pool: each hash
-//! allocates its memory cost (19 MiB) and the allocator keeps a freed block
-//! for the thread that used it, so hashes spread over the pool's many
-//! threads held a gigabyte after a burst of sign-ins; here at most
-//! `concurrency` blocks are kept.
+//! messages. The threads are its own ([`Pool`]), not tokio's blocking pool:
+//! each hash allocates its memory cost (19 MiB) and the allocator keeps a
+//! freed block for the thread that used it, so hashes spread over the
+//! pool's many threads held a gigabyte after a burst of sign-ins; here at
+//! most `concurrency` blocks are kept.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use thiserror::Error;
-use tokio::sync::Semaphore;
+
+use crate::pool::Pool;
 
 /// Why a hash could not be made or checked.
 #[derive(Debug, Error)]
@@ -72,15 +72,12 @@ fn verify_now(password: &str, hash: &str) -> bool {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
 /// Hashes and checks passwords off the runtime, `concurrency` at a time.
 #[derive(Debug)]
 pub(crate) struct Hasher {
     params: HashParams,
-    permits: Arc<Semaphore>,
-    /// The hashing threads' queue; they end when it is dropped.
-    jobs: Mutex<mpsc::Sender<Job>>,
+    /// `concurrency` threads; they end when the hasher is dropped.
+    threads: Pool<()>,
     /// A hash of nothing anyone knows, checked against when a name has no
     /// account, so that answer takes as long as a wrong password. Made on
     /// first use, on a hashing thread.
@@ -91,28 +88,11 @@ impl Hasher {
     /// Checks the parameters and starts the hashing threads.
     pub(crate) fn new(params: HashParams, concurrency: usize) -> Result<Self, HashError> {
         params.argon2()?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..concurrency.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("chat-hasher-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                })
-                .map_err(|e| HashError::Task(e.to_string()))?;
-        }
+        let threads = Pool::new("chat-hasher", vec![(); concurrency.max(1)])
+            .map_err(|e| HashError::Task(e.to_string()))?;
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            jobs: Mutex::new(tx),
+            threads,
             decoy: Arc::new(OnceLock::new()),
         })
     }
@@ -121,21 +101,10 @@ impl Hasher {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
+        self.threads
+            .run(move |_| f())
             .await
-            .map_err(|e| HashError::Task(e.to_string()))?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = reply.send(f());
-        });
-        self.jobs
-            .lock()
-            .map_err(|e| HashError::Task(e.to_string()))?
-            .send(job)
-            .map_err(|e| HashError::Task(e.to_string()))?;
-        answer.await.map_err(|e| HashError::Task(e.to_string()))
+            .map_err(|e| HashError::Task(e.to_string()))
     }
 
     /// A new hash of `password`.

@@ -15,7 +15,7 @@ pub mod admin;
 mod sqlite;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -137,6 +137,10 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// Reading connections (and threads): reads are short, two keep one long
+/// read (the file list) from holding up the rest.
+const READERS: usize = 2;
+
 /// One request to the store thread, with the channel for its answer.
 #[derive(Debug)]
 enum Command {
@@ -199,7 +203,8 @@ impl<T> Pending<T> {
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
-    reader: Arc<Mutex<Connection>>,
+    /// Threads with a reading connection each.
+    readers: Arc<crate::pool::Pool<Connection>>,
     /// The highest delivery number committed.
     committed: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -234,7 +239,11 @@ impl Store {
     ) -> Result<(Self, Recovered, std::thread::JoinHandle<()>), StoreError> {
         let path = dir.join("chat.sqlite3");
         let (conn, recovered) = sqlite::open(&path, full_sync, min_file_charge)?;
-        let reader = sqlite::open_reader(&path)?;
+        let readers = (0..READERS)
+            .map(|_| sqlite::open_reader(&path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let readers = crate::pool::Pool::new("chat-store-read", readers)
+            .map_err(|e| StoreError::Read(e.to_string()))?;
         let (tx, rx) = mpsc::channel(limits.queue.max(1));
         let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let thread = std::thread::Builder::new()
@@ -248,7 +257,7 @@ impl Store {
             Self {
                 tx,
                 committed,
-                reader: Arc::new(Mutex::new(reader)),
+                readers: Arc::new(readers),
             },
             recovered,
             thread,
@@ -267,18 +276,15 @@ impl Store {
         Pending(rx)
     }
 
-    /// Runs a read on the reading connection, on the blocking pool.
+    /// Runs a read on one of the reading connections, on their threads.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::Read(e.to_string()))?
+        self.readers
+            .run(move |conn| f(conn))
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?
     }
 
     /// The user number for `name`, created on first use.
