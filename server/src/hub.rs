@@ -114,6 +114,21 @@ impl Session {
         }
     }
 
+    /// Runs `f` on the session's redelivery if the session is still on
+    /// `out`, under one lock, so that a redelivery to a connection the
+    /// session has left never touches the new one's.
+    pub(crate) fn redelivery_on<T>(
+        &self,
+        out: &Outbox,
+        f: impl FnOnce(&mut Redelivery) -> T,
+    ) -> Option<T> {
+        let mut st = self.state();
+        if !st.conn.as_ref().is_some_and(|c| c.same(out)) {
+            return None;
+        }
+        Some(f(&mut st.redelivery))
+    }
+
     /// The client acknowledged `delivery`: a waiting redelivery may send more.
     pub(crate) fn acknowledged(&self, delivery: u64) {
         if self.state().redelivery.acked(delivery) {
@@ -126,6 +141,17 @@ impl Session {
 struct Sessions {
     by_id: HashMap<u64, Arc<Session>>,
     by_user: HashMap<u64, Arc<Session>>,
+}
+
+/// How [`Hub::finish_redelivery`] went.
+#[derive(Debug)]
+pub(crate) enum Finish {
+    /// Finished: the held messages and the broadcasts not held, to send.
+    Done(Vec<Held>, Vec<Bytes>),
+    /// A direct message was left to the store: read it again.
+    ReadAgain,
+    /// The session moved off the connection.
+    Gone,
 }
 
 /// What attaching a session to a connection gives: the connection it was
@@ -193,27 +219,40 @@ impl Hub {
         }
         let previous = session.set_conn(&mut st, Some(conn));
         st.redelivery.restart();
-        let owed = log.owed(&st.owed, session.user);
+        // What is held already goes out from the hold, not twice.
+        let owed = log
+            .owed(&st.owed, session.user)
+            .into_iter()
+            .filter(|(n, _)| !st.redelivery.holds_broadcast(*n))
+            .collect();
         drop(st);
         // A redelivery to the previous connection notices it is gone.
         session.acked.notify_waiters();
         Some((previous, owed))
     }
 
-    /// Ends `session`'s redelivery once its stored mailbox is sent: `None`
-    /// if a live direct message could not be held since the mailbox was
-    /// last read (read it again); else what was held, in order, and the
-    /// broadcasts that could not be held (not among `sent`), to send now.
-    /// From here on live messages are pushed at once.
+    /// Ends `session`'s redelivery to `out` once its stored mailbox is
+    /// sent: what was held, in order, and the broadcasts that could not be
+    /// held (not among `sent`), to send now; from here on live messages are
+    /// pushed at once. [`Finish::ReadAgain`] if a live direct message could
+    /// not be held since the mailbox was last read; [`Finish::Gone`] if the
+    /// session is no longer on `out` (its new connection's redelivery has
+    /// the held messages).
     pub(crate) fn finish_redelivery(
         &self,
         session: &Session,
+        out: &Outbox,
         sent: &[(u64, Bytes)],
-    ) -> Option<(Vec<Held>, Vec<Bytes>)> {
+    ) -> Finish {
         let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let log = self.log();
         let mut st = session.state();
-        let (held, overflowed) = st.redelivery.finish()?;
+        if !st.conn.as_ref().is_some_and(|c| c.same(out)) {
+            return Finish::Gone;
+        }
+        let Some((held, overflowed)) = st.redelivery.finish() else {
+            return Finish::ReadAgain;
+        };
         let extra = if overflowed {
             let held_numbers: Vec<u64> = held.iter().filter_map(Held::broadcast).collect();
             log.owed(&st.owed, session.user)
@@ -224,7 +263,7 @@ impl Hub {
         } else {
             Vec::new()
         };
-        Some((held, extra))
+        Finish::Done(held, extra)
     }
 
     /// `session`'s client acknowledged broadcast `delivery`.
@@ -369,5 +408,57 @@ impl Hub {
         let mut s = self.lock();
         s.by_user.clear();
         s.by_id.drain().map(|(_, v)| v).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Budget;
+    use proto::limits::BROADCAST_BIT;
+
+    fn session(hub: &Hub, id: u64, user: u64) -> Arc<Session> {
+        let s = Session::new(
+            id,
+            user,
+            format!("u{user}"),
+            TokenBucket::new(0, 1),
+            hub.new_owed(),
+        );
+        let s = Arc::new(s);
+        hub.insert(s.clone()).map_err(|_| "name in use").unwrap();
+        s
+    }
+
+    fn outbox() -> Outbox {
+        Outbox::new(1 << 20, Budget::new(1 << 30)).0
+    }
+
+    #[test]
+    fn a_broadcast_held_before_attach_goes_out_once_and_only_on_the_new_connection() {
+        let hub = Hub::new(10);
+        let sender = session(&hub, 1, 100);
+        let receiver = session(&hub, 2, 200);
+        // The receiver's session has just begun: what arrives is held.
+        let b = (BROADCAST_BIT | 1, Bytes::from_static(b"hi"));
+        hub.broadcast(&sender, std::slice::from_ref(&b));
+        let first = outbox();
+        let (_, owed) = hub.attach(&receiver, first.clone()).unwrap();
+        assert!(owed.is_empty(), "held, so not owed as well");
+        // The session moves on before the first redelivery finishes: the
+        // first cannot take what the second will send.
+        let second = outbox();
+        let (_, owed2) = hub.attach(&receiver, second.clone()).unwrap();
+        assert!(matches!(
+            hub.finish_redelivery(&receiver, &first, &owed),
+            Finish::Gone
+        ));
+        match hub.finish_redelivery(&receiver, &second, &owed2) {
+            Finish::Done(held, extra) => {
+                assert_eq!(held.len(), 1);
+                assert!(extra.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use proto::{ErrorCode, Packet};
 
 use crate::context::Context;
-use crate::hub::Session;
+use crate::hub::{Finish, Session};
 use crate::outbox::{encode, Outbox};
 
 /// Live messages held during one redelivery, at most.
@@ -97,6 +97,13 @@ impl Redelivery {
             Some(r) => r.in_flight.clear(),
             None => self.running = Some(Box::default()),
         }
+    }
+
+    /// Whether broadcast `number` is held.
+    pub(crate) fn holds_broadcast(&self, number: u64) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.held.iter().any(|h| h.broadcast() == Some(number)))
     }
 
     /// Whether a redelivery is running.
@@ -224,11 +231,12 @@ pub(crate) fn start(
             if !still_on(&session, &out) {
                 return;
             }
-            match ctx.hub.finish_redelivery(&session, &owed) {
-                Some(done) => break done,
+            match ctx.hub.finish_redelivery(&session, &out, &owed) {
+                Finish::Done(held, extra) => break (held, extra),
                 // A direct message could not be held: read the rest of the
                 // store, later messages included.
-                None => upto = u64::MAX,
+                Finish::ReadAgain => upto = u64::MAX,
+                Finish::Gone => return,
             }
         };
         let (held, extra) = finished;
@@ -300,8 +308,10 @@ async fn mailbox(
                 return Ok(());
             }
             *after = q.delivery;
-            if !session.state().redelivery.take_stored(q.delivery) {
-                continue;
+            match session.redelivery_on(out, |r| r.take_stored(q.delivery)) {
+                None => return Ok(()),
+                Some(false) => continue,
+                Some(true) => {}
             }
             let packet = Packet::IncomingMessage {
                 from: q.from,

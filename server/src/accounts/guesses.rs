@@ -72,10 +72,12 @@ impl Guesses {
     }
 
     /// How long an attempt on `name` from `address` must wait; zero when it
-    /// may go ahead. `address` is `None` for exempt addresses.
+    /// may go ahead. `address` is `None` for exempt addresses. An attempt
+    /// let through past the free ones takes the slot: attempts made at the
+    /// same moment, on other connections, must wait as if it had failed.
     pub(crate) fn check(&self, name: &str, address: Option<IpAddr>) -> Duration {
         let now = Instant::now();
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let by_name = self.wait(
             &entries,
             &Key::Name(name.to_owned()),
@@ -90,7 +92,22 @@ impl Guesses {
                 now,
             )
         });
-        by_name.max(by_address)
+        let wait = by_name.max(by_address);
+        if wait.is_zero() {
+            let limits = self.limits;
+            let mut take = |key: Key, free: u32| {
+                if let Some(e) = entries.get_mut(&key) {
+                    if e.failures >= free {
+                        e.last = now;
+                    }
+                }
+            };
+            take(Key::Name(name.to_owned()), limits.free_per_name);
+            if let Some(a) = address {
+                take(Key::Address(a), limits.free_per_address);
+            }
+        }
+        wait
     }
 
     /// Records a wrong password for `name` from `address`.
@@ -144,6 +161,8 @@ mod tests {
         assert_eq!(g.check("bob", Some(ip)), Duration::from_secs(1));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(g.check("bob", Some(ip)), Duration::ZERO);
+        // That attempt took the slot: another at the same moment waits.
+        assert_eq!(g.check("bob", Some(ip)), Duration::from_secs(1));
         g.failed("bob", Some(ip));
         assert_eq!(g.check("bob", None), Duration::from_secs(2));
         for _ in 0..10 {

@@ -9,7 +9,7 @@ use proto::{kind, ErrorCode, Packet};
 
 use crate::accounts::AccountMode;
 use crate::connection::Connection;
-use crate::hub::Session;
+use crate::hub::{Finish, Session};
 use crate::rate::TokenBucket;
 use crate::redelivery;
 
@@ -193,10 +193,14 @@ async fn attached(
         // Most sign-ins find nothing waiting: finishing here spares a task
         // whose short life left memory behind (500 bytes per idle session).
         // What arrived live in the meantime was held: it goes out now.
-        if let Some((held, extra)) = conn.ctx.hub.finish_redelivery(&session, &owed) {
-            let frames: Vec<Bytes> = held.into_iter().map(|h| h.bytes()).chain(extra).collect();
-            conn.out.send_all(&frames);
-            return;
+        match conn.ctx.hub.finish_redelivery(&session, &conn.out, &owed) {
+            Finish::Done(held, extra) => {
+                let frames: Vec<Bytes> = held.into_iter().map(|h| h.bytes()).chain(extra).collect();
+                conn.out.send_all(&frames);
+                return;
+            }
+            Finish::Gone => return,
+            Finish::ReadAgain => {}
         }
     }
     redelivery::start(conn.ctx.clone(), session, conn.out.clone(), owed);
