@@ -28,6 +28,8 @@ use crate::outbox::{encode, Outbox};
 
 /// Live messages held during one redelivery, at most.
 const HELD_CAP: usize = 1024;
+/// Failed mailbox reads tried again (after 0.1, 0.2, 0.4 s).
+const READ_RETRIES: u32 = 3;
 
 /// A message that arrived live while a redelivery ran.
 #[derive(Debug, Clone)]
@@ -224,9 +226,17 @@ pub(crate) fn start(
     tokio::spawn(async move {
         let mut after = 0;
         let finished = loop {
-            if let Err(e) = mailbox(&ctx, &session, &out, &mut after, upto).await {
-                // What is stored waits for the next sign-in.
-                tracing::error!(error = %e, user = session.user, "could not read the mailbox");
+            // A failed read (a batch that failed for someone else's
+            // statement, say) is tried again a few times, from where it
+            // stopped; after that what is stored waits for the next sign-in.
+            for retry in 0..=READ_RETRIES {
+                match mailbox(&ctx, &session, &out, &mut after, upto).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, user = session.user, retry, "could not read the mailbox");
+                        tokio::time::sleep(std::time::Duration::from_millis(100 << retry)).await;
+                    }
+                }
             }
             if !still_on(&session, &out) {
                 return;
