@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use proto::limits::{parse_seconds, MAX_SECONDS};
 
 use session::Session;
 use transport::Target;
@@ -120,28 +121,6 @@ enum Command {
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
-}
-
-/// The largest number of seconds a duration flag accepts: one week.
-const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
-
-/// Parses a seconds-valued flag: a finite number above 0 and at most one
-/// week, so `Duration::from_secs_f64` (which panics on infinite, NaN,
-/// negative or huge values) never sees anything else. The gateway has the
-/// same rule (`gateway::config::parse_seconds`); `chat` does not depend on
-/// the gateway.
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
-        Ok(v)
-    } else {
-        Err(format!(
-            "`{s}` is out of range: give a number of seconds above 0 and at most {MAX_SECONDS} (one week)"
-        ))
-    }
 }
 
 /// The password to sign in with: the first line of --password-file, or

@@ -8,25 +8,7 @@ use clap::Args;
 use ipnet::IpNet;
 use server::peers::PeerLimitConfig;
 
-/// The largest number of seconds a duration flag accepts: one week.
-pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
-
-/// Parses a seconds-valued flag: a finite number above 0 and at most
-/// [`MAX_SECONDS`]. `Duration::from_secs_f64` panics on infinite, NaN,
-/// negative or huge values, so they are refused here, as a clap error.
-pub fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
-        Ok(v)
-    } else {
-        Err(format!(
-            "`{s}` is out of range: give a number of seconds above 0 and at most {MAX_SECONDS} (one week)"
-        ))
-    }
-}
+pub use proto::limits::{parse_seconds, MAX_SECONDS};
 
 /// Parses a per-second rate flag: finite, 0 (no limit) or more, at most a million.
 pub fn parse_rate(s: &str) -> Result<f64, String> {

@@ -17,6 +17,29 @@ pub const MAX_PASSWORD: usize = 1024;
 /// Bit 63 of a delivered message number marks a broadcast.
 pub const BROADCAST_BIT: u64 = 1 << 63;
 
+/// The largest number of seconds a duration flag accepts: one week, far
+/// beyond any sensible timeout and far from where seconds overflow a
+/// `Duration`.
+pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Parses a seconds-valued flag (server, gateway and `chat` alike): a
+/// finite number above 0 and at most [`MAX_SECONDS`], so
+/// `Duration::from_secs_f64`, which panics on infinite, NaN, negative or
+/// huge values, never sees anything else.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}` is out of range: give a number of seconds above 0 and at most {MAX_SECONDS} (one week)"
+        ))
+    }
+}
+
 /// How many chunks a file of `size` bytes has: `ceil(size / 256)`.
 pub fn chunk_count(size: u32) -> u32 {
     size.div_ceil(CHUNK_SIZE as u32)

@@ -215,21 +215,9 @@ pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 /// Argon2id's passes by default.
 pub const ARGON2_ITERATIONS: u32 = 9;
 
-/// The longest duration a flag accepts: a week, far beyond any sensible
-/// timeout, and far from where float seconds overflow a `Duration`.
-const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
-
-/// A positive, finite number of seconds, at most a week.
-pub fn seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
-        Ok(v)
-    } else {
-        Err(format!(
-            "expected seconds between 0 and {MAX_SECONDS} (a week), got {s}"
-        ))
-    }
-}
+/// A positive, finite number of seconds, at most a week (one rule for
+/// every crate: [`proto::limits::parse_seconds`]).
+pub use proto::limits::parse_seconds as seconds;
 
 /// A finite number of days from 0 to 100 years; 0 means "never".
 fn days(s: &str) -> Result<f64, String> {

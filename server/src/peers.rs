@@ -95,7 +95,9 @@ impl PeerLimits {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn exempt(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is on the exempt list (an IPv4-mapped IPv6 address
+    /// counts as its IPv4 address).
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -107,7 +109,7 @@ impl PeerLimits {
     /// has `max_connections` open already.
     pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Result<PeerPermit, TooManyConnections> {
         let limit = self.config.max_connections;
-        if limit == 0 || self.exempt(ip) {
+        if limit == 0 || self.is_exempt(ip) {
             return Ok(PeerPermit {
                 limits: None,
                 key: ip,
@@ -136,7 +138,7 @@ impl PeerLimits {
     /// signs in faster than the rate allows.
     pub fn allow_sign_in(&self, ip: IpAddr) -> bool {
         let rate = self.config.sign_in_rate;
-        if rate <= 0.0 || self.exempt(ip) {
+        if rate <= 0.0 || self.is_exempt(ip) {
             return true;
         }
         let burst = self.config.sign_in_burst.max(1.0);

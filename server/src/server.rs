@@ -134,7 +134,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             free_per_address: config.free_guesses_per_ip,
             max_delay: config.max_guess_delay(),
         }),
-        config.ip_limits_exempt.clone(),
     );
     let ctx = Arc::new(Context {
         accounts,

@@ -5,8 +5,6 @@
 pub(crate) mod guesses;
 pub mod hasher;
 
-use std::net::IpAddr;
-
 use clap::ValueEnum;
 
 use guesses::Guesses;
@@ -32,32 +30,14 @@ pub(crate) struct Accounts {
     pub(crate) mode: AccountMode,
     pub(crate) hasher: Hasher,
     pub(crate) guesses: Guesses,
-    /// Addresses not counted for guesses (a gateway on the same machine
-    /// speaks for every browser behind it).
-    exempt: Vec<ipnet::IpNet>,
 }
 
 impl Accounts {
-    pub(crate) fn new(
-        mode: AccountMode,
-        hasher: Hasher,
-        guesses: Guesses,
-        exempt: Vec<ipnet::IpNet>,
-    ) -> Self {
+    pub(crate) fn new(mode: AccountMode, hasher: Hasher, guesses: Guesses) -> Self {
         Self {
             mode,
             hasher,
             guesses,
-            exempt,
         }
-    }
-
-    /// The address guesses are counted under, `None` when it is exempt.
-    pub(crate) fn counted(&self, ip: IpAddr) -> Option<IpAddr> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        (!self.exempt.iter().any(|n| n.contains(&ip))).then_some(ip)
     }
 }

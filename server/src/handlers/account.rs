@@ -16,13 +16,18 @@ use super::session::{may_sign_in, open_session, server_error};
 
 const WRONG: &str = "wrong name or password";
 
+/// The address guesses from `conn` are counted under; `None` for exempt
+/// addresses (a gateway on the same machine speaks for every browser
+/// behind it).
+fn counted(conn: &Connection) -> Option<std::net::IpAddr> {
+    let ip = conn.peer.ip();
+    (!conn.ctx.peers.is_exempt(ip)).then_some(ip)
+}
+
 /// Refuses an attempt that must wait; true when it was refused.
 fn must_wait(conn: &Connection, t: u16, name: &str) -> bool {
     let ctx = &conn.ctx;
-    let wait = ctx
-        .accounts
-        .guesses
-        .check(name, ctx.accounts.counted(conn.peer.ip()));
+    let wait = ctx.accounts.guesses.check(name, counted(conn));
     if wait.is_zero() {
         return false;
     }
@@ -94,7 +99,7 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String, password: Passw
                     }
                 }
                 Ok(false) => {
-                    let ip = ctx.accounts.counted(conn.peer.ip());
+                    let ip = counted(conn);
                     ctx.accounts.guesses.failed(&name, ip);
                     tracing::info!(%name, "wrong password");
                     return conn.error(T, ErrorCode::BadCredentials, 0, WRONG);
@@ -140,7 +145,7 @@ pub(super) async fn change_password(
         Some(hash) => match hasher.verify(old.expose().to_owned(), Some(hash)).await {
             Ok(true) => {}
             Ok(false) => {
-                let ip = ctx.accounts.counted(conn.peer.ip());
+                let ip = counted(conn);
                 ctx.accounts.guesses.failed(&session.name, ip);
                 return conn.error(
                     T,
