@@ -9,7 +9,7 @@ use proto::{kind, ErrorCode, Packet};
 
 use crate::accounts::AccountMode;
 use crate::connection::Connection;
-use crate::hub::{Finish, Session};
+use crate::hub::Session;
 use crate::rate::TokenBucket;
 use crate::redelivery;
 
@@ -185,25 +185,7 @@ async fn attached(
 ) {
     conn.flush();
     conn.session = Some(session.clone());
-    let stored = match stored {
-        Some(s) => s,
-        None => !redelivery::nothing_stored(&conn.ctx, &session).await,
-    };
-    if owed.is_empty() && !stored {
-        // Most sign-ins find nothing waiting: finishing here spares a task
-        // whose short life left memory behind (500 bytes per idle session).
-        // What arrived live in the meantime was held: it goes out now.
-        match conn.ctx.hub.finish_redelivery(&session, &conn.out, &owed) {
-            Finish::Done(held, extra) => {
-                let frames: Vec<Bytes> = held.into_iter().map(|h| h.bytes()).chain(extra).collect();
-                conn.out.send_all(&frames);
-                return;
-            }
-            Finish::Gone => return,
-            Finish::ReadAgain => {}
-        }
-    }
-    redelivery::start(conn.ctx.clone(), session, conn.out.clone(), owed);
+    redelivery::begin(&conn.ctx, session, &conn.out, owed, stored).await;
 }
 
 fn sign_ins_too_fast(conn: &Connection, t: u16) {
