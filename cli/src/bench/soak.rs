@@ -199,6 +199,17 @@ impl Ctx {
         }
     }
 
+    /// A refused message: counted if the server's limits are meant to
+    /// refuse it in this scenario, an error otherwise.
+    fn refused(&self, code: ErrorCode, text: String) -> Result<(), SessionError> {
+        if expected(code) {
+            self.count(Op::Expected);
+            Ok(())
+        } else {
+            Err(SessionError::Server { code, text })
+        }
+    }
+
     /// An error from a task: counted if the server's limits explain it,
     /// a failure otherwise.
     fn error(&self, who: &str, e: SessionError) {
@@ -348,11 +359,7 @@ async fn paced_sender(
                 text,
             } => {
                 in_flight.remove(&message);
-                if expected(code) {
-                    ctx.count(Op::Expected);
-                } else {
-                    return Err(SessionError::Server { code, text });
-                }
+                ctx.refused(code, text)?;
             }
             Event::Disconnected { code, text } => return Err(SessionError::Server { code, text }),
             _ => {}
@@ -528,11 +535,7 @@ async fn mail_round(ctx: &Ctx, users: &[u64], seq: &mut u64) -> Result<(), Sessi
                 text,
             } => {
                 pending.remove(&message);
-                if expected(code) {
-                    ctx.count(Op::Expected);
-                } else {
-                    return Err(SessionError::Server { code, text });
-                }
+                ctx.refused(code, text)?;
             }
             Event::Disconnected { code, text } => return Err(SessionError::Server { code, text }),
             _ => {}
@@ -782,11 +785,7 @@ async fn flood(ctx: &Ctx, slow_user: u64) -> Result<bool, SessionError> {
                 Event::MessageSent { .. } => in_flight -= 1,
                 Event::MessageFailed { code, text, .. } => {
                     in_flight -= 1;
-                    if expected(code) {
-                        ctx.count(Op::Expected);
-                    } else {
-                        return Err(SessionError::Server { code, text });
-                    }
+                    ctx.refused(code, text)?;
                 }
                 Event::Disconnected { code, text } => {
                     return Err(SessionError::Server { code, text })
