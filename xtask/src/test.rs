@@ -97,6 +97,22 @@ pub(crate) fn test() -> Result<()> {
         "--target",
         "wasm32-unknown-unknown",
     ]))?;
+    // The shipped nginx and Caddy configurations in front of a gateway
+    // (90 s of silence each, run side by side).
+    let mut proxies = tools.cmd("cargo");
+    proxies.args([
+        "test",
+        "--package",
+        "gateway",
+        "--test",
+        "reverse_proxy",
+        "--",
+        "--ignored",
+    ]);
+    if web_app {
+        proxies.env("CHAT_EXPECT_WEB_APP", "1");
+    }
+    counted(&mut proxies, &mut counts)?;
     if web_app {
         counted(
             tools

@@ -61,7 +61,7 @@ pub(crate) struct Tools {
 
 impl Tools {
     /// Installs, when missing, everything both commands need; with
-    /// `browser`, also Chromium, chromedriver and the fuzzer.
+    /// `browser`, also Chromium, chromedriver, nginx, Caddy and the fuzzer.
     pub(crate) fn ensure_all(browser: bool) -> Result<Self> {
         let root = crate::root();
         let binaryen = root.join("target/tools/binaryen/node_modules/.bin");
@@ -84,7 +84,7 @@ impl Tools {
             tools.wasm_opt()?;
         }
         if browser {
-            tools.chromium()?;
+            tools.debian_packages()?;
             tools.cargo_fuzz()?;
         }
         Ok(tools)
@@ -159,8 +159,21 @@ impl Tools {
         .context("installing wasm-opt needs npm (Node.js)")
     }
 
-    fn chromium(&self) -> Result<()> {
-        if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+    /// Debian's packages for the tests: Chromium and its driver for the
+    /// browser tests, nginx and Caddy for the reverse-proxy tests.
+    fn debian_packages(&self) -> Result<()> {
+        const WANTED: [(&str, &str); 4] = [
+            ("/usr/bin/chromium", "chromium"),
+            ("/usr/bin/chromedriver", "chromium-driver"),
+            ("/usr/sbin/nginx", "nginx"),
+            ("/usr/bin/caddy", "caddy"),
+        ];
+        let missing: Vec<&str> = WANTED
+            .iter()
+            .filter(|(path, _)| !Path::new(path).exists())
+            .map(|(_, package)| *package)
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
         let root = output("id", &["-u"]).is_some_and(|u| u == "0");
@@ -177,7 +190,9 @@ impl Tools {
             sh(&mut c)
         };
         apt(&["update"])?;
-        apt(&["install", "-y", "chromium", "chromium-driver"])
+        let mut install = vec!["install", "-y"];
+        install.extend(missing);
+        apt(&install)
     }
 
     fn cargo_fuzz(&self) -> Result<()> {
