@@ -87,7 +87,10 @@ pub fn App() -> Html {
     };
     let on_sign_out = {
         let conn = conn.clone();
-        Callback::from(move |_| Connection::sign_out(&conn))
+        Callback::from(move |_| {
+            Connection::sign_out(&conn);
+            browser::session_remove(STATE_KEY);
+        })
     };
     let on_reconnect = {
         let conn = conn.clone();

@@ -73,6 +73,11 @@ pub struct Message {
     pub own: Option<(u64, Delivery)>,
     /// For incoming messages: the server's delivery number.
     pub delivery: Option<u64>,
+    /// When it was sent (own) or arrived (incoming), in milliseconds since
+    /// the Unix epoch on this device's clock; 0 when not known (history
+    /// kept by an older version of the app).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// Messages and unread count of one conversation.
@@ -313,6 +318,8 @@ pub enum Action {
         number: u64,
         /// The text.
         text: String,
+        /// The wall clock, ms since the Unix epoch.
+        at_ms: u64,
     },
     /// The server stored an own message.
     Sent(u64),
@@ -335,7 +342,11 @@ pub enum Action {
         broadcast: bool,
         /// The text.
         text: String,
+        /// The wall clock when it arrived, ms since the Unix epoch.
+        at_ms: u64,
     },
+    /// Another tab or device took this session over.
+    SessionMoved,
     /// Open a conversation.
     Open(Peer),
     /// A transfer started.
@@ -456,7 +467,12 @@ impl State {
             Action::File(file, entry) => {
                 self.files.insert(file, entry);
             }
-            Action::Sending { peer, number, text } => {
+            Action::Sending {
+                peer,
+                number,
+                text,
+                at_ms,
+            } => {
                 let from = self.me.as_ref().map_or(0, |(u, _)| *u);
                 let c = self.conversation(peer);
                 c.messages.push(Message {
@@ -464,6 +480,7 @@ impl State {
                     text,
                     own: Some((number, Delivery::Sending)),
                     delivery: None,
+                    at_ms,
                 });
                 trim(c);
             }
@@ -488,6 +505,7 @@ impl State {
                 delivery,
                 broadcast,
                 text,
+                at_ms,
             } => {
                 let peer = if broadcast {
                     Peer::Everyone
@@ -505,11 +523,15 @@ impl State {
                     text,
                     own: None,
                     delivery: Some(delivery),
+                    at_ms,
                 });
                 if !open {
                     c.unread += 1;
                 }
                 trim(c);
+            }
+            Action::SessionMoved => {
+                self.notice = Some("This chat was opened in another tab or window.".into());
             }
             Action::Open(peer) => {
                 self.conversation(peer).unread = 0;
@@ -706,6 +728,7 @@ mod tests {
             delivery,
             broadcast,
             text: format!("#{delivery}"),
+            at_ms: 1_000_000_000_000,
         }
     }
 
@@ -888,6 +911,7 @@ mod tests {
                 peer: Peer::User(2),
                 number: n,
                 text: "hi".into(),
+                at_ms: 1_000_000_000_000,
             });
         }
         s.apply(Action::Sent(10));
@@ -931,6 +955,7 @@ mod tests {
                 peer: Peer::Everyone,
                 number: n,
                 text: "hi".into(),
+                at_ms: 1_000_000_000_000,
             });
         }
         s.apply(Action::Sent(1));
