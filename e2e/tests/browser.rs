@@ -284,7 +284,7 @@ async fn everything_stored(c: &fantoccini::Client) -> String {
         .await
         .expect("reading the storage");
     let mut out = stored.as_str().unwrap_or_default().to_owned();
-    // IndexedDB: the app opens none; any database would be listed here.
+    // IndexedDB: the names of the databases (the history's is one).
     if let Ok(dbs) = c
         .execute_async(
             "const done = arguments[arguments.length - 1];
@@ -338,6 +338,7 @@ async fn wait_gone(c: &fantoccini::Client, css: &str) {
 /// user offline (the server has let the old session's connection go).
 async fn sign_out(c: &fantoccini::Client, name: &str, other: &fantoccini::Client) {
     click(c, "[data-testid=sign-out]").await;
+    click(c, "[data-testid=sign-out-keep]").await;
     wait_for(c, "[data-testid=name-input]").await;
     wait_gone(other, &format!("[data-testid=user][data-user-name={name}]")).await;
 }
@@ -502,6 +503,64 @@ async fn a_signed_in_user_sets_and_changes_the_password_of_their_name() {
     screenshot(&erin, "signed-in-with-changed-password").await;
 
     erin.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn the_history_survives_closing_every_tab_and_is_cleared_only_when_asked() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    send(&alice, "kept across tabs").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "kept across tabs").await;
+    send(&bob, "me too").await;
+    wait_for_message(&alice, "me too").await;
+    wait_for(&bob, "[data-testid=message][data-state=sent]").await;
+
+    // Every tab of the app closes: a blank tab keeps the browser open.
+    let app_tab = bob.window().await.unwrap();
+    let blank = bob.new_window(true).await.unwrap().handle;
+    bob.switch_to_window(app_tab).await.unwrap();
+    bob.close_window().await.unwrap();
+    bob.switch_to_window(blank).await.unwrap();
+    wait_gone(&alice, "[data-testid=user][data-user-name=bob]").await;
+
+    // Opened again: a new tab has no session, so bob signs in, and finds
+    // the conversation as he left it.
+    bob.goto(&chat.url()).await.unwrap();
+    sign_in(&bob, "bob").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "kept across tabs").await;
+    wait_for_message(&bob, "me too").await;
+    screenshot(&bob, "history-after-reopening").await;
+
+    // Signing out and keeping it, then in again: still there.
+    sign_out(&bob, "bob", &alice).await;
+    sign_in(&bob, "bob").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "me too").await;
+
+    // Cleared: gone for good.
+    click(&bob, "[data-testid=sign-out]").await;
+    screenshot(&bob, "sign-out-keep-or-clear").await;
+    click(&bob, "[data-testid=sign-out-clear]").await;
+    wait_for(&bob, "[data-testid=name-input]").await;
+    wait_gone(&alice, "[data-testid=user][data-user-name=bob]").await;
+    sign_in(&bob, "bob").await;
+    wait_for(&bob, "[data-history=loaded]").await;
+    assert!(
+        bob.find(Locator::Css("[data-testid=conversation][data-title=alice]"))
+            .await
+            .is_err(),
+        "the cleared conversation is gone"
+    );
+    alice.close().await.unwrap();
     bob.close().await.unwrap();
     chat.stop().await;
 }

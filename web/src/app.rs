@@ -10,24 +10,36 @@ use crate::components::{
     Conversation, Credentials, FilesPanel, Header, PasswordChange, PasswordForm, Sidebar, SignIn,
 };
 use crate::connection::{self, Connection};
+use crate::history;
 use crate::state::{Action, Link, Peer, State};
 
-/// The `sessionStorage` key of the persisted state (messages, names).
+/// The `sessionStorage` key of the tab's snapshot (who you are, names, the
+/// open conversation); the messages are in the history (IndexedDB).
 pub const STATE_KEY: &str = "chat.state";
 /// How often the user and file lists are refreshed.
 const REFRESH_MS: u32 = 3_000;
 
 fn initial_state() -> State {
+    if browser::session_get(connection::NAME_KEY).is_none() {
+        return State::default();
+    }
     let mut state = browser::session_get(STATE_KEY)
         .and_then(|json| serde_json::from_str::<State>(&json).ok())
         .unwrap_or_default();
-    if browser::session_get(connection::NAME_KEY).is_some() {
-        state.link = Link::Connecting;
-        state.after_reload();
-    } else {
-        state = State::default();
-    }
+    state.link = Link::Connecting;
     state
+}
+
+/// What the page knows of the history it keeps for the signed-in user.
+#[derive(Default)]
+struct HistorySync {
+    /// Whose history (see [`history::account`]).
+    account: Option<String>,
+    /// Whether it has been read and merged: nothing is written before, or
+    /// the kept history would be overwritten by what this page has.
+    loaded: bool,
+    /// Each conversation as last written, to write only what changed.
+    written: std::collections::HashMap<Peer, crate::state::Conversation>,
 }
 
 /// The whole app.
@@ -48,13 +60,70 @@ pub fn App() -> Html {
             move || drop(interval)
         });
     }
-    use_effect_with(state.clone(), |state| {
-        if state.me.is_some() {
-            if let Ok(json) = serde_json::to_string(&**state) {
-                browser::session_set(STATE_KEY, &json);
+    let sync = use_mut_ref(HistorySync::default);
+    {
+        // Signed in (or restored after a reload): read the kept history.
+        let sync = sync.clone();
+        let dispatcher = state.dispatcher();
+        let name = state.me.as_ref().map(|(_, name)| name.clone());
+        use_effect_with(name, move |name| {
+            let account = name.as_deref().map(history::account);
+            let mut s = sync.borrow_mut();
+            if s.account != account {
+                *s = HistorySync {
+                    account: account.clone(),
+                    ..HistorySync::default()
+                };
+                if let Some(account) = account {
+                    let sync = sync.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let stored = history::load(&account).await;
+                        if sync.borrow().account.as_ref() != Some(&account) {
+                            return; // signed out meanwhile
+                        }
+                        sync.borrow_mut().loaded = true;
+                        match stored {
+                            Ok(stored) => dispatcher.dispatch(Action::HistoryLoaded(stored)),
+                            // Without storage the chat still works, for this tab.
+                            Err(e) => dispatcher.dispatch(Action::Notice(Some(format!(
+                                "Your history cannot be kept on this device: {e}"
+                            )))),
+                        }
+                    });
+                }
             }
-        }
-    });
+        });
+    }
+    {
+        let sync = sync.clone();
+        use_effect_with(state.clone(), move |state| {
+            if state.me.is_some() {
+                if let Ok(json) = serde_json::to_string(&**state) {
+                    browser::session_set(STATE_KEY, &json);
+                }
+            }
+            let mut s = sync.borrow_mut();
+            let Some(account) = s.account.clone().filter(|_| s.loaded) else {
+                return;
+            };
+            for (peer, c) in &state.conversations {
+                if s.written.get(peer) == Some(c) {
+                    continue;
+                }
+                s.written.insert(*peer, c.clone());
+                if let Some(stored) = state.stored(*peer) {
+                    let account = account.clone();
+                    // IndexedDB runs a store's read-write transactions in
+                    // the order they were made, so the last write wins.
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if let Err(e) = history::save(&account, &stored).await {
+                            web_sys::console::warn_1(&e.into());
+                        }
+                    });
+                }
+            }
+        });
+    }
 
     // The tab title carries the unread count, as chat apps do.
     use_effect_with(state.total_unread(), |unread| {
@@ -87,7 +156,16 @@ pub fn App() -> Html {
     };
     let on_sign_out = {
         let conn = conn.clone();
-        Callback::from(move |_| {
+        let sync = sync.clone();
+        Callback::from(move |keep: bool| {
+            let account = sync.borrow_mut().account.take();
+            if let (false, Some(account)) = (keep, account) {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = history::clear(&account).await {
+                        web_sys::console::warn_1(&e.into());
+                    }
+                });
+            }
             Connection::sign_out(&conn);
             browser::session_remove(STATE_KEY);
         })
@@ -156,7 +234,8 @@ pub fn App() -> Html {
         }
     });
     html! {
-        <div class="app" {ondragover} {ondrop}>
+        <div class="app" {ondragover} {ondrop}
+            data-history={if state.history_loaded { "loaded" } else { "loading" }}>
             <Header state={state.clone()} {on_sign_out} {on_reconnect} {on_password} />
             { for notice }
             if signed_in && state.password_form.is_open() {

@@ -6,6 +6,7 @@
 //! - `state`: the state and its reducer (pure, tested natively and in Chromium).
 //! - `connection`: the WebSocket shell around `proto::Client`.
 //! - `browser`: storage, clock, file reading and saving.
+//! - `history`: conversations kept in IndexedDB per server and name.
 //! - `components/`: sign-in, header, sidebar, conversation, files.
 //! - `format`: sizes and speeds.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ mod browser;
 mod components;
 mod connection;
 mod format;
+mod history;
 mod state;
 
 // The unit tests run natively and, with `--target wasm32-unknown-unknown`,

@@ -9,7 +9,10 @@ use proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use yew::Reducible;
 
-/// Messages kept per conversation (older ones scroll away).
+/// Messages kept per conversation, in memory and in the history kept in
+/// IndexedDB; past it the oldest are dropped first. Each conversation's
+/// record is rewritten whole when it changes, so this also bounds the cost
+/// of a write.
 pub const HISTORY: usize = 500;
 
 /// The WebSocket's state, always shown in the header.
@@ -51,6 +54,18 @@ pub enum Delivery {
     Failed(String),
 }
 
+impl Message {
+    /// Whether `other` is the same message (a redelivery, or the same own
+    /// message kept in the history and shown since).
+    pub fn same_as(&self, other: &Message) -> bool {
+        match (&self.own, &other.own) {
+            (Some((a, _)), Some((b, _))) => a == b,
+            (None, None) => self.delivery == other.delivery,
+            _ => false,
+        }
+    }
+}
+
 impl Delivery {
     /// The `data-state` attribute value.
     pub fn as_str(&self) -> &'static str {
@@ -87,6 +102,24 @@ pub struct Conversation {
     pub messages: Vec<Message>,
     /// Messages arrived while another conversation was open.
     pub unread: u32,
+    /// The delivery number of the first of the unread messages, where the
+    /// "new messages" marker goes when the conversation is opened.
+    #[serde(default)]
+    pub first_unread: Option<u64>,
+}
+
+/// One conversation as the history keeps it, with the names its messages
+/// need (a user may be offline, so not in the server's user list, when
+/// the history is read again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Whose conversation.
+    pub peer: Peer,
+    /// The messages and unread count.
+    pub conversation: Conversation,
+    /// Names of the users in it.
+    #[serde(default)]
+    pub names: Vec<(u64, String)>,
 }
 
 /// A shared file.
@@ -269,11 +302,21 @@ pub struct State {
     pub names: HashMap<u64, String>,
     /// Users online now.
     pub online: Vec<u64>,
-    /// Conversations, Everyone first.
-    #[serde(with = "pairs")]
+    /// Conversations, Everyone first. Kept in the history (IndexedDB), not
+    /// in the tab's own snapshot.
+    #[serde(skip)]
     pub conversations: BTreeMap<Peer, Conversation>,
     /// The open conversation.
     pub active: Option<Peer>,
+    /// Where the "new messages" marker is: the open conversation and the
+    /// delivery number of the first message that was unread when it was
+    /// opened.
+    #[serde(skip)]
+    pub marker: Option<(Peer, u64)>,
+    /// Whether the history kept on this device has been read (it arrives
+    /// after the page has opened).
+    #[serde(skip)]
+    pub history_loaded: bool,
     /// Shared files.
     pub files: BTreeMap<u64, FileEntry>,
     /// Transfers of this page (not persisted).
@@ -347,6 +390,9 @@ pub enum Action {
     },
     /// Another tab or device took this session over.
     SessionMoved,
+    /// The history kept on this device was read: merged under what arrived
+    /// since the page opened.
+    HistoryLoaded(Vec<Stored>),
     /// Open a conversation.
     Open(Peer),
     /// A transfer started.
@@ -526,6 +572,9 @@ impl State {
                     at_ms,
                 });
                 if !open {
+                    if c.unread == 0 {
+                        c.first_unread = Some(delivery);
+                    }
                     c.unread += 1;
                 }
                 trim(c);
@@ -534,8 +583,15 @@ impl State {
                 self.notice = Some("This chat was opened in another tab or window.".into());
             }
             Action::Open(peer) => {
-                self.conversation(peer).unread = 0;
+                let c = self.conversation(peer);
+                let first = c.first_unread.take().filter(|_| c.unread > 0);
+                c.unread = 0;
+                self.marker = first.map(|d| (peer, d));
                 self.active = Some(peer);
+            }
+            Action::HistoryLoaded(stored) => {
+                self.merge_history(stored);
+                self.history_loaded = true;
             }
             Action::TransferStarted {
                 id,
@@ -609,22 +665,65 @@ impl State {
         }
     }
 
-    /// Restored from storage after a reload: the new page's core does not
-    /// hold the messages the old page was still sending, so they cannot be
-    /// confirmed any more. They are shown as failed, with a retry action.
-    pub fn after_reload(&mut self) {
-        for m in self
-            .conversations
-            .values_mut()
-            .flat_map(|c| c.messages.iter_mut())
+    /// Puts the kept history under what this page has shown since it
+    /// opened. The page that was sending the kept history's unconfirmed
+    /// messages is gone, and this page's core does not hold them, so they
+    /// cannot be confirmed any more: they are shown as failed, with Retry.
+    fn merge_history(&mut self, stored: Vec<Stored>) {
+        for Stored {
+            peer,
+            conversation: mut kept,
+            names,
+        } in stored
         {
-            if let Some((n, Delivery::Sending)) = m.own {
-                m.own = Some((
-                    n,
-                    Delivery::Failed("not confirmed before the page was reloaded".into()),
-                ));
+            for (user, name) in names {
+                self.names.entry(user).or_insert(name);
             }
+            for m in &mut kept.messages {
+                if let Some((n, Delivery::Sending)) = m.own {
+                    m.own = Some((
+                        n,
+                        Delivery::Failed("not confirmed before the page was closed".into()),
+                    ));
+                }
+            }
+            let open = self.active == Some(peer);
+            let c = self.conversation(peer);
+            let mut messages = kept.messages;
+            for m in c.messages.drain(..) {
+                if !messages.iter().any(|k| k.same_as(&m)) {
+                    messages.push(m);
+                }
+            }
+            c.messages = messages;
+            if !open {
+                if c.unread == 0 {
+                    c.first_unread = kept.first_unread;
+                }
+                c.unread += kept.unread;
+            }
+            trim(c);
         }
+    }
+
+    /// A conversation as the history keeps it, with the names it needs.
+    pub fn stored(&self, peer: Peer) -> Option<Stored> {
+        let conversation = self.conversations.get(&peer)?.clone();
+        let mut users: Vec<u64> = conversation.messages.iter().map(|m| m.from).collect();
+        if let Peer::User(u) = peer {
+            users.push(u);
+        }
+        users.sort_unstable();
+        users.dedup();
+        let names = users
+            .into_iter()
+            .filter_map(|u| Some((u, self.names.get(&u)?.clone())))
+            .collect();
+        Some(Stored {
+            peer,
+            conversation,
+            names,
+        })
     }
 
     /// Unread messages over every conversation but the open one.
@@ -663,30 +762,6 @@ pub fn as_sentence(text: &str, fallback: &str) -> String {
         out.push('.');
     }
     out
-}
-
-/// JSON maps need string keys; conversations are stored as a list of pairs.
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::{Conversation, Peer};
-
-    pub(super) fn serialize<S: Serializer>(
-        map: &BTreeMap<Peer, Conversation>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        map.iter().collect::<Vec<_>>().serialize(s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<Peer, Conversation>, D::Error> {
-        Ok(Vec::<(Peer, Conversation)>::deserialize(d)?
-            .into_iter()
-            .collect())
-    }
 }
 
 fn trim(c: &mut Conversation) {
@@ -948,24 +1023,88 @@ mod tests {
     }
 
     #[test]
-    fn messages_still_sending_at_a_reload_are_offered_for_retry() {
-        let mut s = signed_in();
+    fn messages_still_sending_when_the_page_closed_are_offered_for_retry() {
+        let mut old_page = signed_in();
         for n in [1, 2] {
-            s.apply(Action::Sending {
+            old_page.apply(Action::Sending {
                 peer: Peer::Everyone,
                 number: n,
                 text: "hi".into(),
                 at_ms: 1_000_000_000_000,
             });
         }
-        s.apply(Action::Sent(1));
-        s.after_reload();
+        old_page.apply(Action::Sent(1));
+        let kept = old_page.stored(Peer::Everyone).unwrap();
+        let mut s = signed_in();
+        s.apply(Action::HistoryLoaded(vec![kept]));
         let msgs = &s.conversations[&Peer::Everyone].messages;
         assert_eq!(msgs[0].own.as_ref().map(|(_, d)| d.as_str()), Some("sent"));
         assert_eq!(
             msgs[1].own.as_ref().map(|(_, d)| d.as_str()),
             Some("failed")
         );
+    }
+
+    #[test]
+    fn the_kept_history_goes_under_what_arrived_since_and_is_not_doubled() {
+        let mut old_page = signed_in();
+        old_page.apply(Action::Name(2, "bo".into()));
+        old_page.apply(incoming(2, 5, false));
+        old_page.apply(incoming(2, 6, false));
+        let kept = old_page.stored(Peer::User(2)).unwrap();
+        assert_eq!(kept.names, vec![(2, "bo".into())]);
+        let mut s = signed_in();
+        // Message 6 was redelivered (never acknowledged) and 7 is new.
+        s.apply(incoming(2, 6, false));
+        s.apply(incoming(2, 7, false));
+        s.apply(Action::HistoryLoaded(vec![kept]));
+        let c = &s.conversations[&Peer::User(2)];
+        let order: Vec<_> = c.messages.iter().map(|m| m.delivery).collect();
+        assert_eq!(order, vec![Some(5), Some(6), Some(7)]);
+        assert_eq!(c.unread, 4, "2 kept + 2 new, counted as they arrived");
+        assert_eq!(
+            c.first_unread,
+            Some(6),
+            "the first that arrived on this page"
+        );
+        assert_eq!(s.name_of(2), "bo", "the kept name of a user not online");
+    }
+
+    #[test]
+    fn kept_history_is_bounded_too() {
+        let mut old_page = signed_in();
+        for d in 0..HISTORY as u64 {
+            old_page.apply(incoming(2, d, false));
+        }
+        let kept = old_page.stored(Peer::User(2)).unwrap();
+        let mut s = signed_in();
+        for d in 1000..1010 {
+            s.apply(incoming(2, d, false));
+        }
+        s.apply(Action::HistoryLoaded(vec![kept]));
+        let c = &s.conversations[&Peer::User(2)];
+        assert_eq!(c.messages.len(), HISTORY);
+        assert_eq!(c.messages[0].delivery, Some(10), "the oldest went first");
+        assert_eq!(c.messages[HISTORY - 1].delivery, Some(1009));
+    }
+
+    #[test]
+    fn opening_a_conversation_marks_where_the_unread_messages_start() {
+        let mut s = signed_in();
+        s.apply(incoming(2, 5, false));
+        s.apply(Action::Open(Peer::User(2)));
+        assert_eq!(s.marker, Some((Peer::User(2), 5)));
+        s.apply(Action::Open(Peer::Everyone));
+        assert_eq!(s.marker, None);
+        s.apply(incoming(2, 6, false));
+        s.apply(incoming(2, 7, false));
+        s.apply(Action::Open(Peer::User(2)));
+        assert_eq!(s.marker, Some((Peer::User(2), 6)));
+        // Messages read while the conversation is open move no marker.
+        s.apply(incoming(2, 8, false));
+        assert_eq!(s.marker, Some((Peer::User(2), 6)));
+        s.apply(Action::Open(Peer::Everyone));
+        assert_eq!(s.marker, None);
     }
 
     #[test]
@@ -1058,12 +1197,16 @@ mod tests {
     }
 
     #[test]
-    fn state_survives_a_round_trip_through_storage() {
+    fn the_tab_keeps_who_you_are_and_the_history_keeps_the_messages() {
         let mut s = signed_in();
         s.apply(incoming(2, 5, false));
         let json = serde_json::to_string(&s).unwrap();
         let back: State = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.conversations, s.conversations);
         assert_eq!(back.me, s.me);
+        assert_eq!(back.active, s.active);
+        assert!(back.conversations.is_empty());
+        let kept = s.stored(Peer::User(2)).unwrap();
+        let json = serde_json::to_string(&kept).unwrap();
+        assert_eq!(serde_json::from_str::<Stored>(&json).unwrap(), kept);
     }
 }
