@@ -564,3 +564,195 @@ async fn the_history_survives_closing_every_tab_and_is_cleared_only_when_asked()
     bob.close().await.unwrap();
     chat.stop().await;
 }
+
+/// The messages in the open conversation, as the page shows them: text,
+/// whether the sender's name is shown, and the time's hover title.
+async fn shown_messages(c: &fantoccini::Client) -> Vec<(String, bool, String)> {
+    let rows = c
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=message]')].map(m => [
+               m.querySelector('.text').innerText,
+               !!m.querySelector('.from'),
+               (m.querySelector('time') || {}).title || '']);",
+            vec![],
+        )
+        .await
+        .expect("reading the messages");
+    serde_json::from_value(rows).expect("rows of three")
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn messages_read_like_a_chat_with_times_days_groups_and_an_unread_marker() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    // Shift+Enter keeps a new line; a long word must wrap, not widen the page.
+    let long_word = "x".repeat(400);
+    for text in ["first of three", "second of three"] {
+        send(&alice, text).await;
+    }
+    let composer = wait_for(&alice, "[data-testid=composer]").await;
+    composer
+        .send_keys("line one\u{E008}\u{E007}\u{E000}line two\u{E007}")
+        .await
+        .unwrap();
+    send(&alice, &long_word).await;
+    wait_for(
+        &bob,
+        "[data-testid=conversation][data-title=alice] [data-testid=unread]",
+    )
+    .await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, &long_word).await;
+
+    // The unread marker sits before the first of them.
+    let marker_next = bob
+        .execute(
+            "const m = document.querySelector('[data-testid=unread-marker]');
+             return m && m.nextElementSibling.querySelector('.text').innerText;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(marker_next, "first of three");
+    // One day separator, for today; one name over the run of four.
+    let days = bob
+        .find_all(Locator::Css("[data-testid=day-separator]"))
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].text().await.unwrap().to_lowercase(), "today");
+    let shown = shown_messages(&bob).await;
+    assert_eq!(shown.len(), 4, "{shown:?}");
+    assert_eq!(
+        shown.iter().map(|m| m.1).collect::<Vec<_>>(),
+        vec![true, false, false, false],
+        "grouped under one name"
+    );
+    assert_eq!(shown[2].0, "line one\nline two", "the new line is kept");
+    let year = bob
+        .execute("return String(new Date().getFullYear())", vec![])
+        .await
+        .unwrap();
+    for (text, _, title) in &shown {
+        assert!(
+            title.contains(year.as_str().unwrap_or("?")),
+            "{text}: the full date on hover, got {title:?}"
+        );
+    }
+    let fits = bob
+        .execute(
+            "const l = document.querySelector('[data-testid=messages]');
+             return l.scrollWidth <= l.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, serde_json::Value::Bool(true), "the long word wraps");
+    screenshot(&bob, "chat-times-days-groups").await;
+
+    // Alice's own run: the state shows while it matters, then a quiet tick.
+    wait_for(&alice, "[data-testid=message][data-state=sent]").await;
+    let ticks = alice
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=message][data-state=sent] .status')]
+               .map(s => s.innerText.trim())",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        ticks
+            .as_array()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|s| s == "✓")),
+        "{ticks:?}"
+    );
+    screenshot(&alice, "chat-own-run").await;
+
+    // Scrolled up, a new message offers a jump to the latest.
+    for n in 0..30 {
+        send(&alice, &format!("filler {n}")).await;
+    }
+    wait_for_message(&bob, "filler 29").await;
+    bob.execute(
+        "document.querySelector('[data-testid=messages]').scrollTop = 0",
+        vec![],
+    )
+    .await
+    .unwrap();
+    bob.execute(
+        "document.querySelector('[data-testid=messages]').dispatchEvent(new Event('scroll'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    send(&alice, "one more").await;
+    click(&bob, "[data-testid=jump-latest]").await;
+    wait_gone(&bob, "[data-testid=jump-latest]").await;
+    wait_for_message(&bob, "one more").await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn an_http_link_opens_and_a_javascript_url_stays_text() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    let target = format!("http://{}/healthz", chat.addr);
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    let text = format!("status: {target}. not javascript:alert(document.domain) here");
+    send(&alice, &text).await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, &text).await;
+    let links = bob
+        .find_all(Locator::Css("[data-testid=message] a"))
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 1, "only the http URL is a link");
+    let link = &links[0];
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some(target.as_str())
+    );
+    assert_eq!(
+        link.attr("rel").await.unwrap().as_deref(),
+        Some("noopener noreferrer")
+    );
+    assert!(bob
+        .find(Locator::Css("a[href^='javascript' i]"))
+        .await
+        .is_err());
+    screenshot(&bob, "links").await;
+
+    // Clicking it opens the page in a new tab.
+    let before = bob.windows().await.unwrap();
+    link.click().await.unwrap();
+    let deadline = Instant::now() + patience();
+    let opened = loop {
+        let now = bob.windows().await.unwrap();
+        if let Some(w) = now.into_iter().find(|w| !before.contains(w)) {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "the link opened no tab");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    bob.switch_to_window(opened).await.unwrap();
+    wait_until_js(
+        &bob,
+        "the linked page loads",
+        &format!("location.href === '{target}'"),
+    )
+    .await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}

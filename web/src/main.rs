@@ -9,6 +9,7 @@
 //! - `history`: conversations kept in IndexedDB per server and name.
 //! - `components/`: sign-in, header, sidebar, conversation, files.
 //! - `format`: sizes and speeds.
+//! - `timeline`: how a conversation reads: days, groups, links (pure).
 #![forbid(unsafe_code)]
 // A binary crate: `pub` items are visible to the crate only, as intended.
 #![allow(unreachable_pub)]
@@ -20,6 +21,7 @@ mod connection;
 mod format;
 mod history;
 mod state;
+mod timeline;
 
 // The unit tests run natively and, with `--target wasm32-unknown-unknown`,
 // in headless Chromium.
