@@ -756,3 +756,91 @@ async fn an_http_link_opens_and_a_javascript_url_stays_text() {
     bob.close().await.unwrap();
     chat.stop().await;
 }
+
+/// Whether the element matching `css` is displayed.
+async fn shown(c: &fantoccini::Client, css: &str) -> bool {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Waits until the element matching `css` is displayed or hidden.
+async fn wait_shown(c: &fantoccini::Client, css: &str, want: bool) {
+    let deadline = Instant::now() + patience();
+    while shown(c, css).await != want {
+        if Instant::now() > deadline {
+            screenshot(c, "failure").await;
+            panic!(
+                "{css} did not become {}",
+                if want { "shown" } else { "hidden" }
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_phone_shows_one_view_at_a_time_list_conversation_back_files() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let phone = chat.phone().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&phone, "pat").await;
+    let width = phone.execute("return innerWidth", vec![]).await.unwrap();
+    assert_eq!(width, 390, "the phone's screen");
+    click(&alice, "[data-testid=user][data-user-name=pat]").await;
+    send(&alice, "hello on your phone").await;
+
+    // The list alone, with the unread count.
+    wait_for(
+        &phone,
+        "[data-testid=conversation][data-title=alice] [data-testid=unread]",
+    )
+    .await;
+    assert!(!shown(&phone, "[data-testid=composer]").await);
+    assert!(!shown(&phone, "[data-testid=files-panel]").await);
+    screenshot(&phone, "phone-list").await;
+
+    // A conversation alone, with a way back and the composer.
+    click(&phone, "[data-testid=conversation][data-title=alice]").await;
+    wait_shown(&phone, "[data-testid=composer]", true).await;
+    wait_for_message(&phone, "hello on your phone").await;
+    assert!(
+        !shown(&phone, "[data-testid=users]").await,
+        "the list is hidden"
+    );
+    let back_height = phone
+        .execute(
+            "return document.querySelector('[data-testid=back]').getBoundingClientRect().height",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        back_height.as_f64().unwrap_or(0.0) >= 44.0,
+        "a touch-sized back control: {back_height}"
+    );
+    send(&phone, "typed on the phone").await;
+    wait_for_message(&alice, "typed on the phone").await;
+    screenshot(&phone, "phone-conversation").await;
+
+    // Back to the list, then the files as a view of their own.
+    click(&phone, "[data-testid=back]").await;
+    wait_shown(&phone, "[data-testid=users]", true).await;
+    assert!(!shown(&phone, "[data-testid=composer]").await);
+    click(&phone, "[data-testid=show-files]").await;
+    wait_shown(&phone, "[data-testid=files-panel]", true).await;
+    assert!(!shown(&phone, "[data-testid=users]").await);
+    screenshot(&phone, "phone-files").await;
+    click(&phone, "[data-testid=files-back]").await;
+    wait_shown(&phone, "[data-testid=users]", true).await;
+
+    // A wide screen shows everything and no phone controls.
+    assert!(shown(&alice, "[data-testid=files-panel]").await);
+    assert!(!shown(&alice, "[data-testid=back]").await);
+    alice.close().await.unwrap();
+    phone.close().await.unwrap();
+    chat.stop().await;
+}

@@ -11,7 +11,7 @@ use crate::components::{
 };
 use crate::connection::{self, Connection};
 use crate::history;
-use crate::state::{Action, Link, Peer, State};
+use crate::state::{Action, Link, Peer, State, View};
 
 /// The `sessionStorage` key of the tab's snapshot (who you are, names, the
 /// open conversation); the messages are in the history (IndexedDB).
@@ -208,6 +208,10 @@ pub fn App() -> Html {
         let dispatcher = state.dispatcher();
         Callback::from(move |id: u64| dispatcher.dispatch(Action::DismissTransfer(id)))
     };
+    let show = |view: View| {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |_| dispatcher.dispatch(Action::Show(view)))
+    };
     let dismiss_notice = {
         let dispatcher = state.dispatcher();
         Callback::from(move |_| dispatcher.dispatch(Action::Notice(None)))
@@ -243,11 +247,12 @@ pub fn App() -> Html {
                     on_change={on_change_password} on_close={on_close_password} />
             }
             if signed_in {
-                <div class="layout">
-                    <Sidebar state={state.clone()} on_open={on_open} />
-                    <Conversation state={state.clone()} on_send={on_send} on_retry={on_retry} />
+                <div class="layout" data-view={state.view.as_str()}>
+                    <Sidebar state={state.clone()} on_open={on_open} on_files={show(View::Files)} />
+                    <Conversation state={state.clone()} on_send={on_send} on_retry={on_retry}
+                        on_back={show(View::List)} />
                     <FilesPanel state={state.clone()} on_files={on_files} on_download={on_download}
-                        on_cancel={on_cancel} on_dismiss={on_dismiss} />
+                        on_cancel={on_cancel} on_dismiss={on_dismiss} on_back={show(View::List)} />
                 </div>
             } else {
                 <SignIn error={state.sign_in_error.clone()} busy={state.link == Link::Connecting} on_sign_in={on_sign_in} />

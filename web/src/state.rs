@@ -34,6 +34,30 @@ pub enum Link {
     },
 }
 
+/// What a narrow screen (a phone) shows: one view at a time. Wide
+/// screens show all three side by side and ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum View {
+    /// The conversations and who is online.
+    #[default]
+    List,
+    /// The open conversation.
+    Conversation,
+    /// The shared files and transfers.
+    Files,
+}
+
+impl View {
+    /// The `data-view` attribute value the style sheet keys on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::List => "list",
+            View::Conversation => "conversation",
+            View::Files => "files",
+        }
+    }
+}
+
 /// A conversation: everyone (broadcasts) or one other user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Peer {
@@ -308,6 +332,9 @@ pub struct State {
     pub conversations: BTreeMap<Peer, Conversation>,
     /// The open conversation.
     pub active: Option<Peer>,
+    /// What a phone shows.
+    #[serde(default)]
+    pub view: View,
     /// Where the "new messages" marker is: the open conversation and the
     /// delivery number of the first message that was unread when it was
     /// opened.
@@ -393,8 +420,10 @@ pub enum Action {
     /// The history kept on this device was read: merged under what arrived
     /// since the page opened.
     HistoryLoaded(Vec<Stored>),
-    /// Open a conversation.
+    /// Open a conversation (on a phone, show it).
     Open(Peer),
+    /// Show a view (on a phone).
+    Show(View),
     /// A transfer started.
     TransferStarted {
         /// The core's transfer id.
@@ -588,7 +617,9 @@ impl State {
                 c.unread = 0;
                 self.marker = first.map(|d| (peer, d));
                 self.active = Some(peer);
+                self.view = View::Conversation;
             }
+            Action::Show(view) => self.view = view,
             Action::HistoryLoaded(stored) => {
                 self.merge_history(stored);
                 self.history_loaded = true;
@@ -1002,6 +1033,25 @@ mod tests {
         );
         s.apply(Action::Discard(11));
         assert_eq!(s.conversations[&Peer::User(2)].messages.len(), 1);
+    }
+
+    #[test]
+    fn a_phone_goes_from_the_list_to_a_conversation_and_back_and_to_the_files() {
+        let mut s = signed_in();
+        assert_eq!(s.view, View::List, "a phone starts at the list");
+        s.apply(Action::Open(Peer::User(2)));
+        assert_eq!(s.view, View::Conversation);
+        s.apply(Action::Show(View::List));
+        assert_eq!(s.view, View::List);
+        assert_eq!(
+            s.active,
+            Some(Peer::User(2)),
+            "still the open one on wide screens"
+        );
+        s.apply(Action::Show(View::Files));
+        assert_eq!(s.view, View::Files);
+        s.apply(Action::SignedOut);
+        assert_eq!(s.view, View::List);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Props {
     pub on_send: Callback<(Peer, String)>,
     /// Sends a failed message again: (conversation, old number, text).
     pub on_retry: Callback<(Peer, u64, String)>,
+    /// Back to the conversation list (on a phone).
+    pub on_back: Callback<()>,
 }
 
 /// How far from the bottom (px) still counts as reading the newest.
@@ -149,10 +151,13 @@ pub fn Conversation(props: &Props) -> Html {
         e.prevent_default();
         send();
     });
+    let on_back = props.on_back.clone();
     let placeholder = format!("Message {title}");
     html! {
         <main class="conversation-pane" aria-labelledby="conversation-title">
             <div class="pane-title">
+                <button type="button" class="back phone-only" data-testid="back" aria-label="Back to conversations"
+                    onclick={move |_| on_back.emit(())}>{ "‹" }</button>
                 <h2 id="conversation-title">{ title.clone() }</h2>
             </div>
             <ol class="messages" ref={list} data-testid="messages" aria-live="polite" {onscroll}>{ for items }</ol>
