@@ -844,3 +844,72 @@ async fn a_phone_shows_one_view_at_a_time_list_conversation_back_files() {
     phone.close().await.unwrap();
     chat.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_message_to_a_hidden_tab_shows_a_notification_and_the_favicon_counts_it() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    // The browser grants the permission (the harness's preferences); Bob
+    // opts in.
+    click(&bob, "[data-testid=notifications]").await;
+    wait_for(&bob, "[data-testid=notifications][aria-pressed=true]").await;
+    screenshot(&bob, "notifications-on").await;
+    // Each notification the page makes is also posted on a channel that
+    // another tab of the same origin can hear.
+    bob.execute(
+        "const Real = window.Notification, spy = new BroadcastChannel('test-notifications');
+         window.Notification = class extends Real {
+           constructor(title, options) {
+             super(title, options);
+             spy.postMessage([title, options && options.body, document.visibilityState]);
+           }
+         };",
+        vec![],
+    )
+    .await
+    .unwrap();
+
+    // Another tab in front hides the app's.
+    let app_tab = bob.window().await.unwrap();
+    let other = bob.new_window(true).await.unwrap().handle;
+    bob.switch_to_window(other).await.unwrap();
+    bob.goto(&format!("http://{}/healthz", chat.addr))
+        .await
+        .unwrap();
+    bob.execute(
+        "window.heard = [];
+         window.channel = new BroadcastChannel('test-notifications');
+         window.channel.onmessage = e => window.heard.push(e.data);",
+        vec![],
+    )
+    .await
+    .unwrap();
+
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    send(&alice, "are you there?").await;
+    wait_until_js(&bob, "a notification", "window.heard.length > 0").await;
+    let heard = bob.execute("return window.heard[0]", vec![]).await.unwrap();
+    assert_eq!(
+        heard,
+        serde_json::json!(["alice", "are you there?", "hidden"]),
+        "a notification naming the sender, shown while the tab was hidden"
+    );
+
+    // Back in the app's tab: the title and the favicon count it.
+    bob.switch_to_window(app_tab).await.unwrap();
+    wait_until_js(
+        &bob,
+        "the favicon's badge",
+        "document.querySelector('link[rel~=icon]').dataset.unread === '1' \
+         && document.title === '(1) Chat'",
+    )
+    .await;
+    screenshot(&bob, "notification-unread-badge").await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}

@@ -11,6 +11,7 @@ use crate::components::{
 };
 use crate::connection::{self, Connection};
 use crate::history;
+use crate::notify;
 use crate::state::{Action, Link, Peer, State, View};
 
 /// The `sessionStorage` key of the tab's snapshot (who you are, names, the
@@ -20,14 +21,43 @@ pub const STATE_KEY: &str = "chat.state";
 const REFRESH_MS: u32 = 3_000;
 
 fn initial_state() -> State {
+    let notifications = notify::enabled();
     if browser::session_get(connection::NAME_KEY).is_none() {
-        return State::default();
+        return State {
+            notifications,
+            ..State::default()
+        };
     }
     let mut state = browser::session_get(STATE_KEY)
         .and_then(|json| serde_json::from_str::<State>(&json).ok())
         .unwrap_or_default();
     state.link = Link::Connecting;
+    state.notifications = notifications;
     state
+}
+
+/// Notifies the user of a message that arrived while the tab is hidden, if
+/// they turned notifications on. `names` are the names known so far.
+fn notify_incoming(action: &Action, on: bool, names: &std::collections::HashMap<u64, String>) {
+    let Action::Incoming {
+        from,
+        broadcast,
+        text,
+        ..
+    } = action
+    else {
+        return;
+    };
+    if !on || !notify::hidden() {
+        return;
+    }
+    let who = names.get(from).map_or("Someone", String::as_str);
+    let (title, tag) = if *broadcast {
+        (format!("{who} to everyone"), "everyone".to_owned())
+    } else {
+        (who.to_owned(), format!("user {from}"))
+    };
+    notify::show(&title, &notify::body_of(text), &tag);
 }
 
 /// What the page knows of the history it keeps for the signed-in user.
@@ -46,10 +76,28 @@ struct HistorySync {
 #[function_component]
 pub fn App() -> Html {
     let state = use_reducer(initial_state);
+    // What the connection's callback needs of the state, kept current by
+    // the effects below (the callback outlives any one render).
+    let notify_on = use_mut_ref(|| false);
+    let names = use_mut_ref(std::collections::HashMap::new);
+    {
+        let (notify_on, names) = (notify_on.clone(), names.clone());
+        use_effect_with(
+            (state.notifications, state.names.clone()),
+            move |(on, known)| {
+                *notify_on.borrow_mut() = *on;
+                *names.borrow_mut() = known.clone();
+            },
+        );
+    }
     let conn = {
         let dispatcher = state.dispatcher();
+        let (notify_on, names) = (notify_on.clone(), names.clone());
         use_memo((), move |_| {
-            Connection::new(Callback::from(move |a| dispatcher.dispatch(a)))
+            Connection::new(Callback::from(move |a: Action| {
+                notify_incoming(&a, *notify_on.borrow(), &names.borrow());
+                dispatcher.dispatch(a)
+            }))
         })
     };
 
@@ -125,7 +173,7 @@ pub fn App() -> Html {
         });
     }
 
-    // The tab title carries the unread count, as chat apps do.
+    // The tab title and the favicon carry the unread count, as chat apps do.
     use_effect_with(state.total_unread(), |unread| {
         if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
             doc.set_title(&match unread {
@@ -133,7 +181,24 @@ pub fn App() -> Html {
                 n => format!("({n}) Chat"),
             });
         }
+        notify::set_favicon(*unread);
     });
+    let on_notifications = {
+        let dispatcher = state.dispatcher();
+        let on = state.notifications;
+        Callback::from(move |_| {
+            let dispatcher = dispatcher.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                match notify::set_enabled(!on).await {
+                    Ok(now) => dispatcher.dispatch(Action::Notifications(now)),
+                    Err(why) => {
+                        dispatcher.dispatch(Action::Notifications(false));
+                        dispatcher.dispatch(Action::Notice(Some(why)));
+                    }
+                }
+            });
+        })
+    };
 
     let on_sign_in = {
         let conn = conn.clone();
@@ -240,7 +305,7 @@ pub fn App() -> Html {
     html! {
         <div class="app" {ondragover} {ondrop}
             data-history={if state.history_loaded { "loaded" } else { "loading" }}>
-            <Header state={state.clone()} {on_sign_out} {on_reconnect} {on_password} />
+            <Header state={state.clone()} {on_sign_out} {on_reconnect} {on_password} {on_notifications} />
             { for notice }
             if signed_in && state.password_form.is_open() {
                 <PasswordForm status={state.password_form.clone()} protected={state.protected}

@@ -9,6 +9,7 @@
 //! - `history`: conversations kept in IndexedDB per server and name.
 //! - `components/`: sign-in, header, sidebar, conversation, files.
 //! - `format`: sizes and speeds.
+//! - `notify`: desktop notifications and the favicon's unread badge.
 //! - `timeline`: how a conversation reads: days, groups, links (pure).
 #![forbid(unsafe_code)]
 // A binary crate: `pub` items are visible to the crate only, as intended.
@@ -20,6 +21,7 @@ mod components;
 mod connection;
 mod format;
 mod history;
+mod notify;
 mod state;
 mod timeline;
 

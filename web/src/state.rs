@@ -335,6 +335,10 @@ pub struct State {
     /// What a phone shows.
     #[serde(default)]
     pub view: View,
+    /// Whether desktop notifications are on (the user's choice, kept by
+    /// the browser, not in this snapshot).
+    #[serde(skip)]
+    pub notifications: bool,
     /// Where the "new messages" marker is: the open conversation and the
     /// delivery number of the first message that was unread when it was
     /// opened.
@@ -424,6 +428,8 @@ pub enum Action {
     Open(Peer),
     /// Show a view (on a phone).
     Show(View),
+    /// Desktop notifications were turned on or off.
+    Notifications(bool),
     /// A transfer started.
     TransferStarted {
         /// The core's transfer id.
@@ -533,7 +539,12 @@ impl State {
                 self.me = None;
                 self.password_form = PasswordForm::Closed;
             }
-            Action::SignedOut => *self = State::default(),
+            Action::SignedOut => {
+                *self = State {
+                    notifications: self.notifications,
+                    ..State::default()
+                }
+            }
             Action::Online(users) => self.online = users,
             Action::Name(user, name) => {
                 self.names.insert(user, name);
@@ -620,6 +631,7 @@ impl State {
                 self.view = View::Conversation;
             }
             Action::Show(view) => self.view = view,
+            Action::Notifications(on) => self.notifications = on,
             Action::HistoryLoaded(stored) => {
                 self.merge_history(stored);
                 self.history_loaded = true;

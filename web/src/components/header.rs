@@ -13,6 +13,8 @@ pub struct Props {
     pub on_sign_out: Callback<bool>,
     /// Opens the change-password form.
     pub on_password: Callback<()>,
+    /// Turns desktop notifications on or off.
+    pub on_notifications: Callback<()>,
     /// Connects again after the connection was given up (for example when
     /// another tab took the session over).
     pub on_reconnect: Callback<()>,
@@ -54,6 +56,8 @@ pub fn Header(props: &Props) -> Html {
         };
         let on_reconnect = props.on_reconnect.clone();
         let on_password = props.on_password.clone();
+        let on_notifications = props.on_notifications.clone();
+        let notifying = props.state.notifications;
         let password_label = if props.state.protected { "Password" } else { "Set a password" };
         html! {
             <span class="me">
@@ -62,6 +66,14 @@ pub fn Header(props: &Props) -> Html {
                         onclick={move |_| on_reconnect.emit(())}>{ "Reconnect" }</button>
                 }
                 <span data-testid="me">{ name.clone() }</span>
+                if crate::notify::supported() {
+                    <button type="button" class="link" data-testid="notifications"
+                        aria-pressed={notifying.to_string()}
+                        title="Desktop notifications for messages that arrive while this tab is hidden"
+                        onclick={move |_| on_notifications.emit(())}>
+                        { if notifying { "Notifications on" } else { "Notify me" } }
+                    </button>
+                }
                 <button type="button" class="link" data-testid="password-open"
                     aria-expanded={props.state.password_form.is_open().to_string()}
                     onclick={move |_| on_password.emit(())}>{ password_label }</button>
