@@ -913,3 +913,60 @@ async fn a_message_to_a_hidden_tab_shows_a_notification_and_the_favicon_counts_i
     bob.close().await.unwrap();
     chat.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn use_here_moves_a_session_to_a_second_tab_and_the_first_says_where_it_went() {
+    let chat = Chat::start().await;
+    let tabs = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&tabs, "alice").await;
+    sign_in(&bob, "bob").await;
+    let session = tabs
+        .execute("return sessionStorage.getItem('chat.session')", vec![])
+        .await
+        .unwrap();
+
+    // A second tab of the same browser sees alice signed in next door.
+    let first = tabs.window().await.unwrap();
+    let second = tabs.new_window(true).await.unwrap().handle;
+    tabs.switch_to_window(second.clone()).await.unwrap();
+    tabs.goto(&chat.url()).await.unwrap();
+    wait_for(&tabs, "[data-testid=other-tab][data-name=alice]").await;
+    screenshot(&tabs, "second-tab-use-here").await;
+    click(&tabs, "[data-testid=use-here]").await;
+    wait_for(&tabs, "[data-testid=connection-state][data-state=online]").await;
+    let me = wait_for(&tabs, "[data-testid=me]").await;
+    assert_eq!(me.text().await.unwrap(), "alice");
+    let moved = tabs
+        .execute("return sessionStorage.getItem('chat.session')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(moved, session, "the same session, resumed here");
+
+    // It works here: bob gets a message from this tab.
+    click(&tabs, "[data-testid=user][data-user-name=bob]").await;
+    send(&tabs, "from the second tab").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "from the second tab").await;
+
+    // The first tab says where its session went, and offers it back.
+    tabs.switch_to_window(first).await.unwrap();
+    let notice = wait_for(&tabs, "[data-testid=notice]").await;
+    assert!(
+        notice
+            .text()
+            .await
+            .unwrap()
+            .contains("another tab of this browser"),
+        "{:?}",
+        notice.text().await
+    );
+    wait_for(&tabs, "[data-testid=connection-state][data-state=offline]").await;
+    let back = wait_for(&tabs, "[data-testid=reconnect]").await;
+    assert_eq!(back.text().await.unwrap(), "Use here");
+    screenshot(&tabs, "first-tab-session-moved").await;
+    tabs.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}

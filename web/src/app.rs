@@ -13,6 +13,7 @@ use crate::connection::{self, Connection};
 use crate::history;
 use crate::notify;
 use crate::state::{Action, Link, Peer, State, View};
+use crate::tabs::{Heard, Tabs};
 
 /// The `sessionStorage` key of the tab's snapshot (who you are, names, the
 /// open conversation); the messages are in the history (IndexedDB).
@@ -200,6 +201,57 @@ pub fn App() -> Html {
         })
     };
 
+    // The other tabs of this browser: asked who is signed in at once, told
+    // when this one is, and when it signs out.
+    let tabs = {
+        let conn = conn.clone();
+        let dispatcher = state.dispatcher();
+        use_memo((), move |_| {
+            let server = browser::base_uri()
+                .as_deref()
+                .and_then(connection::socket_url)
+                .unwrap_or_default();
+            let mine: Rc<dyn Fn() -> Option<(String, u64)>> =
+                Rc::new(move || Connection::signed_in_as(&conn));
+            let tabs = Tabs::open(
+                server,
+                mine,
+                Callback::from(move |heard| {
+                    dispatcher.dispatch(match heard {
+                        Heard::Here(name, session) => Action::TabHere(name, session),
+                        Heard::Gone(name) => Action::TabGone(name),
+                        Heard::Took(name) => Action::TabTook(name),
+                    })
+                }),
+            );
+            if let Some(t) = &tabs {
+                t.ask();
+            }
+            tabs
+        })
+    };
+    {
+        let (tabs, conn) = (tabs.clone(), conn.clone());
+        let online = (state.link == Link::Online)
+            .then(|| state.me.clone())
+            .flatten();
+        use_effect_with(online, move |online| {
+            if let (Some(tabs), Some(_)) = (&*tabs, online) {
+                if let Some((name, session)) = Connection::signed_in_as(&conn) {
+                    tabs.here(&name, session);
+                }
+            }
+        });
+    }
+    let on_use_here = {
+        let (tabs, conn) = (tabs.clone(), conn.clone());
+        Callback::from(move |(name, session): (String, u64)| {
+            if let Some(t) = &*tabs {
+                t.took(&name);
+            }
+            Connection::take_over(&conn, &name, session);
+        })
+    };
     let on_sign_in = {
         let conn = conn.clone();
         Callback::from(move |c: Credentials| {
@@ -222,7 +274,11 @@ pub fn App() -> Html {
     let on_sign_out = {
         let conn = conn.clone();
         let sync = sync.clone();
+        let (tabs, me) = (tabs.clone(), state.me.clone());
         Callback::from(move |keep: bool| {
+            if let (Some(t), Some((_, name))) = (&*tabs, &me) {
+                t.gone(name);
+            }
             let account = sync.borrow_mut().account.take();
             if let (false, Some(account)) = (keep, account) {
                 wasm_bindgen_futures::spawn_local(async move {
@@ -237,7 +293,15 @@ pub fn App() -> Html {
     };
     let on_reconnect = {
         let conn = conn.clone();
-        Callback::from(move |_| Connection::reconnect(&conn))
+        let (tabs, me) = (tabs.clone(), state.me.clone());
+        Callback::from(move |_| {
+            // If another tab of this browser has the session, it hears
+            // where it went.
+            if let (Some(t), Some((_, name))) = (&*tabs, &me) {
+                t.took(name);
+            }
+            Connection::reconnect(&conn)
+        })
     };
     let on_open = {
         let dispatcher = state.dispatcher();
@@ -320,7 +384,8 @@ pub fn App() -> Html {
                         on_cancel={on_cancel} on_dismiss={on_dismiss} on_back={show(View::List)} />
                 </div>
             } else {
-                <SignIn error={state.sign_in_error.clone()} busy={state.link == Link::Connecting} on_sign_in={on_sign_in} />
+                <SignIn error={state.sign_in_error.clone()} busy={state.link == Link::Connecting} on_sign_in={on_sign_in}
+                    other_tabs={state.other_tabs.clone()} {on_use_here} />
             }
         </div>
     }

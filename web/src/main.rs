@@ -9,6 +9,7 @@
 //! - `history`: conversations kept in IndexedDB per server and name.
 //! - `components/`: sign-in, header, sidebar, conversation, files.
 //! - `format`: sizes and speeds.
+//! - `tabs`: other tabs of this browser, and taking a session over.
 //! - `notify`: desktop notifications and the favicon's unread badge.
 //! - `timeline`: how a conversation reads: days, groups, links (pure).
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ mod format;
 mod history;
 mod notify;
 mod state;
+mod tabs;
 mod timeline;
 
 // The unit tests run natively and, with `--target wasm32-unknown-unknown`,

@@ -339,6 +339,12 @@ pub struct State {
     /// the browser, not in this snapshot).
     #[serde(skip)]
     pub notifications: bool,
+    /// Other tabs of this browser signed in to this server: name → session.
+    #[serde(skip)]
+    pub other_tabs: BTreeMap<String, u64>,
+    /// Another tab of this browser said it takes this tab's session.
+    #[serde(skip)]
+    pub moved_to_tab: bool,
     /// Where the "new messages" marker is: the open conversation and the
     /// delivery number of the first message that was unread when it was
     /// opened.
@@ -430,6 +436,12 @@ pub enum Action {
     Show(View),
     /// Desktop notifications were turned on or off.
     Notifications(bool),
+    /// Another tab is signed in as this name, with this session.
+    TabHere(String, u64),
+    /// Another tab is no longer signed in as this name.
+    TabGone(String),
+    /// Another tab takes the session of this name.
+    TabTook(String),
     /// A transfer started.
     TransferStarted {
         /// The core's transfer id.
@@ -526,8 +538,10 @@ impl State {
                     self.protected = p;
                 }
                 self.names.insert(user, name.clone());
+                self.other_tabs.remove(&name);
                 self.me = Some((user, name));
                 self.sign_in_error = None;
+                self.moved_to_tab = false;
                 self.link = Link::Online;
                 self.conversation(Peer::Everyone);
                 if self.active.is_none() {
@@ -542,6 +556,7 @@ impl State {
             Action::SignedOut => {
                 *self = State {
                     notifications: self.notifications,
+                    other_tabs: std::mem::take(&mut self.other_tabs),
                     ..State::default()
                 }
             }
@@ -620,7 +635,12 @@ impl State {
                 trim(c);
             }
             Action::SessionMoved => {
-                self.notice = Some("This chat was opened in another tab or window.".into());
+                self.notice = Some(if self.moved_to_tab {
+                    "This chat moved to another tab of this browser; \"Use here\" brings it back."
+                        .into()
+                } else {
+                    "This chat was opened in another tab or window.".into()
+                });
             }
             Action::Open(peer) => {
                 let c = self.conversation(peer);
@@ -632,6 +652,18 @@ impl State {
             }
             Action::Show(view) => self.view = view,
             Action::Notifications(on) => self.notifications = on,
+            Action::TabHere(name, session) => {
+                self.other_tabs.insert(name, session);
+            }
+            Action::TabGone(name) => {
+                self.other_tabs.remove(&name);
+            }
+            Action::TabTook(name) => {
+                if self.me.as_ref().is_some_and(|(_, me)| *me == name) {
+                    self.moved_to_tab = true;
+                }
+                self.other_tabs.remove(&name);
+            }
             Action::HistoryLoaded(stored) => {
                 self.merge_history(stored);
                 self.history_loaded = true;
@@ -1064,6 +1096,51 @@ mod tests {
         assert_eq!(s.view, View::Files);
         s.apply(Action::SignedOut);
         assert_eq!(s.view, View::List);
+    }
+
+    #[test]
+    fn a_session_taken_by_a_tab_of_this_browser_says_so() {
+        let mut s = signed_in();
+        s.apply(Action::SessionMoved);
+        assert!(s
+            .notice
+            .as_deref()
+            .unwrap()
+            .contains("another tab or window"));
+        s.apply(Action::TabTook("someone else".into()));
+        assert!(!s.moved_to_tab);
+        s.apply(Action::TabTook("me".into()));
+        s.apply(Action::SessionMoved);
+        assert!(s
+            .notice
+            .as_deref()
+            .unwrap()
+            .contains("another tab of this browser"));
+        s.apply(Action::SignedIn {
+            user: 1,
+            name: "me".into(),
+            protected: None,
+        });
+        assert!(!s.moved_to_tab, "taken back");
+    }
+
+    #[test]
+    fn other_tabs_are_listed_until_they_go() {
+        let mut s = State::default();
+        s.apply(Action::TabHere("ann".into(), 7));
+        s.apply(Action::TabHere("bo".into(), 8));
+        s.apply(Action::TabHere("ann".into(), 9));
+        s.apply(Action::TabGone("bo".into()));
+        assert_eq!(
+            s.other_tabs.iter().collect::<Vec<_>>(),
+            vec![(&"ann".to_owned(), &9)]
+        );
+        s.apply(Action::SignedIn {
+            user: 1,
+            name: "ann".into(),
+            protected: None,
+        });
+        assert!(s.other_tabs.is_empty(), "taken here");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn Header(props: &Props) -> Html {
         ),
     };
     let offline = props.state.link == Link::Offline;
+    let moved = props.state.moved_to_tab;
     // Signing out first asks what becomes of the history on this device.
     let asking = use_state(|| false);
     let me = props.state.me.as_ref().map(|(_, name)| {
@@ -62,8 +63,9 @@ pub fn Header(props: &Props) -> Html {
         html! {
             <span class="me">
                 if offline {
-                    <button type="button" class="link" data-testid="reconnect" aria-label="Reconnect"
-                        onclick={move |_| on_reconnect.emit(())}>{ "Reconnect" }</button>
+                    <button type="button" class="link" data-testid="reconnect" aria-label={if moved { "Use here" } else { "Reconnect" }}
+                        onclick={move |_| on_reconnect.emit(())}>
+                        { if moved { "Use here" } else { "Reconnect" } }</button>
                 }
                 <span data-testid="me">{ name.clone() }</span>
                 if crate::notify::supported() {

@@ -136,6 +136,36 @@ impl Connection {
         }
     }
 
+    /// Takes over the session `session` of `name` that another tab holds,
+    /// through SESSION PRESERVE: the server moves it here and tells the
+    /// other tab.
+    pub fn take_over(this: &Shared, name: &str, session: u64) {
+        {
+            let mut c = this.borrow_mut();
+            if c.core.sign_in(name).is_err() {
+                return;
+            }
+            c.close_socket(1000, "taking over a session");
+            c.core.resume_session(session);
+            browser::session_set(NAME_KEY, name);
+            browser::session_set(SESSION_KEY, &session.to_string());
+            c.policy.wanted = true;
+            c.policy.reset_retries();
+            c.retry = None;
+            c.open_socket();
+        }
+    }
+
+    /// The name and session this connection is signed in with, if it is
+    /// (for another tab that would take the session over).
+    pub fn signed_in_as(this: &Shared) -> Option<(String, u64)> {
+        let c = this.borrow();
+        if !c.core.is_signed_in() {
+            return None;
+        }
+        Some((c.core.name()?.to_owned(), c.core.session()?))
+    }
+
     /// Changes (or, with `old` empty, sets) the signed-in user's password.
     pub fn change_password(this: &Shared, old: &str, new: &str) {
         let result = this.borrow_mut().core.change_password(old, new);
