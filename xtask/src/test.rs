@@ -79,6 +79,8 @@ pub(crate) fn test() -> Result<()> {
         tools.cmd("cargo").args(["test", "--workspace"]),
         &mut counts,
     )?;
+    // After the tests, which built the binaries the units start.
+    crate::units::check(&root, &root.join("target/debug"))?;
     sh(tools
         .cmd("cargo")
         .args(["bench", "--workspace", "--no-run"]))?;

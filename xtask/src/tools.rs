@@ -84,6 +84,7 @@ impl Tools {
             tools.wasm_opt()?;
         }
         if browser {
+            tools.systemd()?;
             tools.chromium()?;
             tools.cargo_fuzz()?;
         }
@@ -163,21 +164,19 @@ impl Tools {
         if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
             return Ok(());
         }
-        let root = output("id", &["-u"]).is_some_and(|u| u == "0");
-        let apt = |args: &[&str]| -> Result<()> {
-            let mut c = if root {
-                Command::new("apt-get")
-            } else {
-                Command::new("sudo")
-            };
-            if !root {
-                c.arg("apt-get");
-            }
-            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-            sh(&mut c)
-        };
-        apt(&["update"])?;
-        apt(&["install", "-y", "chromium", "chromium-driver"])
+        apt_install(&["chromium", "chromium-driver"])
+    }
+
+    /// systemd-analyze, systemd-sysusers and systemd-tmpfiles, for the
+    /// check of the package's units (a container may lack systemd).
+    fn systemd(&self) -> Result<()> {
+        let all = ["systemd-analyze", "systemd-sysusers", "systemd-tmpfiles"]
+            .iter()
+            .all(|p| self.has(p, &["--version"], |v| v.starts_with("systemd")));
+        if all {
+            return Ok(());
+        }
+        apt_install(&["systemd"])
     }
 
     fn cargo_fuzz(&self) -> Result<()> {
@@ -200,4 +199,23 @@ impl Tools {
             .cmd("cargo")
             .args(["install", "cargo-fuzz", "--locked"]))
     }
+}
+
+/// Installs Debian packages (through sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root = output("id", &["-u"]).is_some_and(|u| u == "0");
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
+        if !root {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut c)
+    };
+    apt(&["update"])?;
+    apt(&[&["install", "-y"][..], packages].concat())
 }
