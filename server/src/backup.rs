@@ -160,6 +160,17 @@ fn sync_dir(dir: &Path) -> Result<(), BackupError> {
         .map_err(io_err(dir))
 }
 
+/// Creates a directory closed to others (rwxr-x---), as the packaged
+/// service's data directory is: it holds every message.
+fn private_dir(dir: &Path, recursive: bool) -> Result<(), BackupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o750)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
 /// The directory a path is in (`.` for a bare name).
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
@@ -476,7 +487,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Summary, BackupError> {
             false
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+            private_dir(data_dir, true)?;
             true
         }
         Err(e) => return Err(io_err(data_dir)(e)),
@@ -497,7 +508,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Summary, BackupError> {
 /// The body of [`restore`], once the directory is known to be empty.
 fn unpack(from: &Path, archive: File, data_dir: &Path) -> Result<Summary, BackupError> {
     let bodies_dir = data_dir.join(FILES_DIR);
-    fs::create_dir(&bodies_dir).map_err(io_err(&bodies_dir))?;
+    private_dir(&bodies_dir, false)?;
     // Written under another name: a database in place means a finished
     // restore, for the server and for anyone looking.
     let db_partial = data_dir.join(format!(".{DATABASE_FILE}.restoring"));
@@ -721,6 +732,9 @@ mod tests {
         let target = out.path().join("restored");
         let restored = restore(&file, &target).unwrap();
         assert_eq!(restored, made);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&target), 0o750);
+        assert_eq!(mode(&target.join(DATABASE_FILE)), 0o600);
         assert_eq!(names(&target), vec![DATABASE_FILE, FILES_DIR]);
         assert_eq!(names(&target.join(FILES_DIR)), vec!["1", "2"]);
         assert_eq!(fs::read(target.join("files/1")).unwrap(), b"first body");
