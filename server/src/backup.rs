@@ -748,6 +748,44 @@ mod tests {
         );
     }
 
+    /// Another connection in the middle of a write transaction neither
+    /// blocks the backup (WAL: readers do not wait for writers) nor gets
+    /// its uncommitted rows into it.
+    #[test]
+    fn a_backup_beside_an_open_write_transaction_holds_the_committed_state() {
+        let src = data_dir(&[("a", b"x")]);
+        let writer = Connection::open(src.path().join(DATABASE_FILE)).unwrap();
+        writer
+            .execute(
+                "INSERT INTO users (name, created_at) VALUES ('committed', 0)",
+                [],
+            )
+            .unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        writer
+            .execute(
+                "INSERT INTO users (name, created_at) VALUES ('uncommitted', 0)",
+                [],
+            )
+            .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("b.tar");
+        backup(src.path(), &file).unwrap();
+        writer.execute_batch("COMMIT").unwrap();
+
+        let target = out.path().join("r");
+        restore(&file, &target).unwrap();
+        let conn = Connection::open(target.join(DATABASE_FILE)).unwrap();
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM users ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, vec!["committed"]);
+    }
+
     #[test]
     fn restore_refuses_a_non_empty_directory_and_leaves_it_alone() {
         let src = data_dir(&[("a", b"x")]);

@@ -78,6 +78,14 @@ fn os(s: &str) -> &std::ffi::OsStr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_restores_every_acknowledged_message_user_and_complete_file() {
+    // A backstop for the awaits below that have no timeout of their own
+    // (a send, a connect, a killed child's exit): the test never hangs.
+    tokio::time::timeout(patience() * 10, backup_under_load())
+        .await
+        .expect("the whole test within ten times the patience");
+}
+
+async fn backup_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("live");
     let (mut live, addr) = spawn_binary(&data).await;
