@@ -122,8 +122,8 @@ pub enum BackupError {
     /// The archive ended without something a backup always has.
     #[error("the archive is incomplete: {0}")]
     Incomplete(String),
-    /// The restored database fails SQLite's check.
-    #[error("the database in the archive is damaged: {0}")]
+    /// The snapshot, or the database from an archive, fails SQLite's check.
+    #[error("the database fails SQLite's check: {0}")]
     Damaged(String),
 }
 
