@@ -12,9 +12,11 @@
 //! - `tools`: finding and installing the tools (each only when missing).
 //! - `run`: the run command.
 //! - `test`: the test command and its summary.
+//! - `deb`: the Debian package (`cargo xtask deb`).
 //! - `units`: the package's systemd units, user and data directory,
 //!   checked with systemd's tools.
 
+mod deb;
 mod run;
 mod test;
 mod tools;
@@ -32,7 +34,8 @@ const USAGE: &str =
     "usage: cargo xtask run [-- GATEWAY FLAGS]   build the web app and start the chat
        cargo xtask test                     run every check and test
        cargo xtask tools                    install what is missing, and nothing else
-       cargo xtask units                    check the package's systemd units (a step of test)";
+       cargo xtask units                    check the package's systemd units (a step of test)
+       cargo xtask deb                      build the Debian package (release build)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Some("test") => test::test(),
         Some("tools") => tools::Tools::ensure_all(true).map(|_| ()),
         Some("units") => units::build_and_check(),
+        Some("deb") => deb::deb(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

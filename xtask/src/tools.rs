@@ -98,7 +98,7 @@ impl Tools {
         c
     }
 
-    fn has(&self, program: &str, args: &[&str], want: impl Fn(&str) -> bool) -> bool {
+    pub(crate) fn has(&self, program: &str, args: &[&str], want: impl Fn(&str) -> bool) -> bool {
         let found = Command::new(program)
             .args(args)
             .env("PATH", &self.path)
