@@ -14,6 +14,7 @@
 //!   buffers and quota reservation (`quota`).
 //! - `disk`: the free-disk floor.
 //! - [`store`]: durable state behind a narrow interface; SQLite with group commit.
+//! - [`backup`]: online backups of a data directory into one archive, and restores.
 //! - `blobs`: file bodies on disk, named by file number only.
 //! - `rate`: the per-session message rate limit.
 //! - [`peers`]: limits per client address (connections, sign-ins), shared with the gateway.
@@ -26,6 +27,7 @@
 )]
 
 pub mod accounts;
+pub mod backup;
 mod blobs;
 mod broadcasts;
 pub mod config;

@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use bytes::Bytes;
-use common::{pattern, Peer, TestServer};
+use common::{pattern, spawn_binary, Peer, TestServer};
 use proto::Packet;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
 async fn a_restart_keeps_users_queued_messages_and_files() {
@@ -35,27 +32,6 @@ async fn a_restart_keeps_users_queued_messages_and_files() {
     a.message(bob, 2, "new").await;
     let (_, _, body) = b.incoming().await;
     assert_eq!(&body[..], b"new");
-}
-
-/// Starts the real binary and returns it with its address.
-async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(common::patience(), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-    (child, addr)
 }
 
 #[tokio::test]

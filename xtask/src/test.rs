@@ -87,6 +87,8 @@ pub(crate) fn test() -> Result<()> {
         workspace_tests.env("CHAT_EXPECT_WEB_APP", "1");
     }
     counted(&mut workspace_tests, &mut counts)?;
+    // After the tests, which built the binaries the units start.
+    crate::units::check(&root, &root.join("target/debug"))?;
     sh(tools
         .cmd("cargo")
         .args(["bench", "--workspace", "--no-run"]))?;
