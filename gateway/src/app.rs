@@ -1,6 +1,7 @@
 //! The HTTP routes: `/ws` (the tunnel), `/healthz`, and the web app.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,16 +32,39 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Where tunnels lead.
 #[derive(Debug, Clone)]
 pub enum Upstream {
-    /// A chat server elsewhere, over TCP, told each browser's address in a
-    /// PROXY header when `proxy_protocol` is set.
-    Remote {
-        /// HOST:PORT.
-        addr: String,
-        /// Whether to send the PROXY protocol v2 header.
-        proxy_protocol: bool,
-    },
+    /// Chat servers elsewhere, over TCP.
+    Remote(Arc<Nodes>),
     /// The chat server in this process.
     Embedded(server::Connector),
+}
+
+/// The chat servers given with `--server`: the nodes of a cluster, or one.
+#[derive(Debug)]
+pub struct Nodes {
+    addrs: Vec<String>,
+    /// Where the next tunnel starts looking: tunnels are spread over the
+    /// nodes in turn.
+    next: AtomicUsize,
+    /// Whether each connection starts with a PROXY v2 header.
+    proxy_protocol: bool,
+}
+
+impl Nodes {
+    /// The nodes at these HOST:PORT addresses.
+    pub fn new(addrs: Vec<String>, proxy_protocol: bool) -> Self {
+        Self {
+            addrs,
+            next: AtomicUsize::new(0),
+            proxy_protocol,
+        }
+    }
+
+    /// The nodes in the order this tunnel tries them.
+    fn in_turn(&self) -> impl Iterator<Item = &String> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.addrs.len();
+        (0..n).map(move |i| &self.addrs[(start + i) % n])
+    }
 }
 
 /// One direction of a tunnel's connection to the chat server.
@@ -127,14 +151,24 @@ async fn connect(
             let (r, w) = tokio::io::split(stream);
             Ok((Box::new(r), Box::new(w)))
         }
-        Upstream::Remote {
-            addr,
-            proxy_protocol,
-        } => {
-            let header = proxy_protocol.then(|| Some(client));
-            let tcp = open_tcp(state, addr, header).await?;
-            let (r, w) = tcp.into_split();
-            Ok((Box::new(r), Box::new(w)))
+        Upstream::Remote(nodes) => {
+            let header = nodes.proxy_protocol.then_some(Some(client));
+            let mut failures = Vec::new();
+            // A node that is down or refuses costs this tunnel one attempt;
+            // the next node takes it.
+            for addr in nodes.in_turn() {
+                match open_tcp(state, addr, header).await {
+                    Ok(tcp) => {
+                        let (r, w) = tcp.into_split();
+                        return Ok((Box::new(r), Box::new(w)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %addr, error = %e, "chat server node unreachable; trying the next");
+                        failures.push(format!("{addr}: {e}"));
+                    }
+                }
+            }
+            Err(failures.join("; "))
         }
     }
 }
@@ -166,31 +200,49 @@ async fn open_tcp(
     }
 }
 
-/// Whether the chat server takes connections now.
-async fn reachable(state: &AppState) -> Result<(), String> {
-    match &state.upstream {
-        Upstream::Embedded(connector) if connector.is_running() => Ok(()),
-        Upstream::Embedded(_) => Err("the embedded chat server has stopped".into()),
-        Upstream::Remote {
-            addr,
-            proxy_protocol,
-        } => {
-            let header = proxy_protocol.then_some(None);
-            open_tcp(state, addr, header).await.map(drop)
+/// 200 when the chat server takes connections (with several nodes: when
+/// any does), 503 when it does not. The first line is the verdict; with
+/// `--server`, one line per node follows.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let nodes = match &state.upstream {
+        Upstream::Embedded(connector) if connector.is_running() => {
+            return (StatusCode::OK, "ok\n").into_response();
+        }
+        Upstream::Embedded(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "chat server unreachable: the embedded chat server has stopped\n",
+            )
+                .into_response();
+        }
+        Upstream::Remote(nodes) => nodes.clone(),
+    };
+    let header = nodes.proxy_protocol.then_some(None);
+    let checks = nodes.addrs.iter().map(|addr| {
+        let state = &state;
+        async move { (addr, open_tcp(state, addr, header).await.map(drop)) }
+    });
+    let results = futures_util::future::join_all(checks).await;
+    let up = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let (status, verdict) = match up {
+        0 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "chat server unreachable".to_owned(),
+        ),
+        n if n == results.len() => (StatusCode::OK, "ok".to_owned()),
+        n => (
+            StatusCode::OK,
+            format!("degraded: {n} of {} nodes up", results.len()),
+        ),
+    };
+    let mut body = format!("{verdict}\n");
+    for (addr, result) in results {
+        match result {
+            Ok(()) => body.push_str(&format!("node {addr}: ok\n")),
+            Err(e) => body.push_str(&format!("node {addr}: unreachable: {e}\n")),
         }
     }
-}
-
-/// 200 when the chat server accepts connections, 503 when it does not.
-async fn healthz(State(state): State<AppState>) -> Response {
-    match reachable(&state).await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("chat server unreachable: {e}\n"),
-        )
-            .into_response(),
-    }
+    (status, body).into_response()
 }
 
 /// Refuses a request before the upgrade, with a one-line reason.

@@ -56,10 +56,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "CHAT_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// A chat server running elsewhere (HOST:PORT). Without it, the gateway
+    /// Chat servers running elsewhere (HOST:PORT, comma-separated: the
+    /// nodes of a cluster). Each tunnel goes to the next node in turn, and
+    /// to the one after it if that node is down. Without it, the gateway
     /// runs an embedded chat server with the settings below.
-    #[arg(long, env = "CHAT_SERVER")]
-    pub server: Option<String>,
+    #[arg(long, env = "CHAT_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
 
     /// TCP address of the embedded chat server, for native clients (`chat`).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
@@ -164,7 +166,7 @@ impl GatewayConfig {
     pub fn for_tests(data_dir: impl Into<PathBuf>, web_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            server: None,
+            server: Vec::new(),
             chat_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             web_dir: Some(web_dir.into()),
             base_path: "/".into(),

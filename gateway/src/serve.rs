@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, AppState, Upstream};
+use crate::app::{self, AppState, Nodes, Upstream};
 use crate::config::GatewayConfig;
 use crate::forwarded::TrustedProxies;
 use crate::origin::OriginPolicy;
@@ -53,7 +53,8 @@ impl RunningGateway {
         self.addr
     }
 
-    /// The chat server's TCP address (the embedded one, or `--server`).
+    /// The chat server's TCP address (the embedded one), or the `--server`
+    /// nodes, comma-separated.
     pub fn server_addr(&self) -> &str {
         &self.server_addr
     }
@@ -125,22 +126,19 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GatewayError {
 /// Starts the embedded chat server (unless `--server` names one), binds
 /// the listener and serves in the background.
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
-    let (server_addr, upstream, embedded) = match &config.server {
-        Some(addr) => (
-            addr.clone(),
-            Upstream::Remote {
-                addr: addr.clone(),
-                proxy_protocol: config.proxy_protocol,
-            },
+    let (server_addr, upstream, embedded) = if config.server.is_empty() {
+        let mut chat = config.chat.clone();
+        chat.listen = config.chat_listen;
+        let running = server::start(chat).await?;
+        let upstream = Upstream::Embedded(running.connector());
+        (running.local_addr().to_string(), upstream, Some(running))
+    } else {
+        let nodes = Nodes::new(config.server.clone(), config.proxy_protocol);
+        (
+            config.server.join(","),
+            Upstream::Remote(Arc::new(nodes)),
             None,
-        ),
-        None => {
-            let mut chat = config.chat.clone();
-            chat.listen = config.chat_listen;
-            let running = server::start(chat).await?;
-            let upstream = Upstream::Embedded(running.connector());
-            (running.local_addr().to_string(), upstream, Some(running))
-        }
+        )
     };
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(io(format!("cannot listen on {}", config.listen)))?;

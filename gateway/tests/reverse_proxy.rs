@@ -365,7 +365,7 @@ where
     // The gateway as the shipped files describe it, with pings rarer than
     // the silence, so that nothing crosses the proxy meanwhile.
     let gw = TestGateway::start_with(|c| {
-        c.server = Some(remote.clone());
+        c.server = vec![remote.clone()];
         c.proxy_protocol = true;
         c.trusted_proxy = vec!["127.0.0.1/32".parse().unwrap()];
         c.base_path = "/chat/".into();

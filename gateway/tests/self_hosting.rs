@@ -225,7 +225,7 @@ async fn a_remote_server_is_told_each_browsers_address_in_a_proxy_header() {
     let srv = server::start(chat).await.unwrap();
     let remote = srv.local_addr().to_string();
     let gw = TestGateway::start_with(|c| {
-        c.server = Some(remote.clone());
+        c.server = vec![remote.clone()];
         c.proxy_protocol = true;
         c.trusted_proxy = vec!["127.0.0.1/32".parse().unwrap()];
     })
