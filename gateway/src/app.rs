@@ -5,29 +5,56 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::Request;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use server::peers::PeerLimits;
+use server::proxy_header;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
+use crate::forwarded::TrustedProxies;
 use crate::origin::OriginPolicy;
 use crate::{static_files, tunnel};
 
 /// Bytes the WebSocket reads from the browser at a time, at most.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Where tunnels lead.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// A chat server elsewhere, over TCP, told each browser's address in a
+    /// PROXY header when `proxy_protocol` is set.
+    Remote {
+        /// HOST:PORT.
+        addr: String,
+        /// Whether to send the PROXY protocol v2 header.
+        proxy_protocol: bool,
+    },
+    /// The chat server in this process.
+    Embedded(server::Connector),
+}
+
+/// One direction of a tunnel's connection to the chat server.
+type ServerRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The other direction.
+type ServerWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// What every request handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Where the chat server listens.
-    pub server_addr: String,
+    /// Where tunnels lead.
+    pub upstream: Upstream,
+    /// Which peers' forwarding headers name the browser.
+    pub proxies: Arc<TrustedProxies>,
     /// The gateway's settings.
     pub config: Arc<GatewayConfig>,
     /// One permit per open tunnel.
@@ -40,33 +67,124 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The gateway's routes.
+/// The gateway's routes, under `--base-path`.
 pub fn router(state: AppState) -> Router {
-    let web = static_files::router(&state.config.web_dir);
-    Router::new()
+    let base = state.config.base_path.clone();
+    let web = static_files::router(state.config.web_dir.as_deref(), &base);
+    let routes = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(healthz))
         .with_state(state)
-        .merge(web)
+        .merge(web);
+    if base == "/" {
+        return routes;
+    }
+    // The outer router has nothing but a fallback, so its middleware runs
+    // before the inner one routes: on the path with the base taken off.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(
+            Arc::<str>::from(base),
+            below_base,
+        ))
 }
 
-async fn connect(state: &AppState) -> Result<TcpStream, String> {
-    match tokio::time::timeout(
-        state.config.connect_timeout(),
-        TcpStream::connect(&state.server_addr),
-    )
-    .await
-    {
+/// Serves what is below the base path as if it were at the root; `/chat`
+/// is sent to `/chat/`, and anything else is not found.
+async fn below_base(State(base): State<Arc<str>>, mut req: Request, next: Next) -> Response {
+    let prefix = base.trim_end_matches('/');
+    let path = req.uri().path();
+    if path == prefix {
+        return Redirect::permanent(&base).into_response();
+    }
+    let Some(rest) = path.strip_prefix(prefix).filter(|r| r.starts_with('/')) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("not found: the chat is at {base}\n"),
+        )
+            .into_response();
+    };
+    let rest = match req.uri().query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = rest.parse().ok();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    next.run(req).await
+}
+
+/// Opens a tunnel's connection to the chat server on behalf of `client`.
+async fn connect(
+    state: &AppState,
+    client: SocketAddr,
+) -> Result<(ServerRead, ServerWrite), String> {
+    match &state.upstream {
+        Upstream::Embedded(connector) => {
+            let stream = connector.connect(client).map_err(|e| e.to_string())?;
+            let (r, w) = tokio::io::split(stream);
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Upstream::Remote {
+            addr,
+            proxy_protocol,
+        } => {
+            let header = proxy_protocol.then(|| Some(client));
+            let tcp = open_tcp(state, addr, header).await?;
+            let (r, w) = tcp.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
+/// Connects to a remote chat server and, when `header` is given, sends the
+/// PROXY header first: naming `Some(client)`, or LOCAL for the gateway's
+/// own connections (health checks).
+async fn open_tcp(
+    state: &AppState,
+    addr: &str,
+    header: Option<Option<SocketAddr>>,
+) -> Result<TcpStream, String> {
+    let open = async {
+        let mut tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        if let Some(client) = header {
+            let bytes = match client {
+                Some(client) => proxy_header::encode(client, tcp.peer_addr()?),
+                None => proxy_header::local(),
+            };
+            tcp.write_all(&bytes).await?;
+        }
+        Ok::<_, std::io::Error>(tcp)
+    };
+    match tokio::time::timeout(state.config.connect_timeout(), open).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
     }
 }
 
+/// Whether the chat server takes connections now.
+async fn reachable(state: &AppState) -> Result<(), String> {
+    match &state.upstream {
+        Upstream::Embedded(connector) if connector.is_running() => Ok(()),
+        Upstream::Embedded(_) => Err("the embedded chat server has stopped".into()),
+        Upstream::Remote {
+            addr,
+            proxy_protocol,
+        } => {
+            let header = proxy_protocol.then_some(None);
+            open_tcp(state, addr, header).await.map(drop)
+        }
+    }
+}
+
 /// 200 when the chat server accepts connections, 503 when it does not.
 async fn healthz(State(state): State<AppState>) -> Response {
-    match connect(&state).await {
-        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+    match reachable(&state).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("chat server unreachable: {e}\n"),
@@ -85,10 +203,11 @@ fn refuse(status: StatusCode, reason: String) -> Response {
 /// that the chat server is down; then upgrades and tunnels.
 async fn ws(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let client = state.proxies.client(peer, &headers);
     if !state.origins.allows(&headers) {
         tracing::warn!(%client, origin = ?headers.get("origin"), "foreign origin refused");
         return (
@@ -128,8 +247,8 @@ async fn ws(
         )
             .into_response();
     };
-    let tcp = match connect(&state).await {
-        Ok(tcp) => tcp,
+    let (read, write) = match connect(&state, client).await {
+        Ok(halves) => halves,
         Err(e) => {
             tracing::warn!(%client, error = %e, "chat server unreachable");
             return (
@@ -139,7 +258,6 @@ async fn ws(
                 .into_response();
         }
     };
-    let _ = tcp.set_nodelay(true);
     let max = state.config.max_message_size;
     let opts = tunnel::TunnelOptions {
         ping_interval: state.config.ping_interval(),
@@ -155,7 +273,6 @@ async fn ws(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let started = Instant::now();
-            let (read, write) = tcp.into_split();
             let report = tunnel::run(socket, read, write, opts, shutdown).await;
             tracing::info!(
                 %client,

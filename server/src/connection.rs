@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proto::{decode_request_from, ErrorCode, Packet};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -259,8 +258,9 @@ impl ReadHalfOf for OwnedReadHalf {
     }
 }
 
-impl ReadHalfOf for ReadHalf<TlsStream<TcpStream>> {
-    /// TLS keeps buffers of its own anyway.
+impl<S: AsyncRead + Send + 'static> ReadHalfOf for ReadHalf<S> {
+    /// TLS keeps buffers of its own anyway, and an in-process pipe is
+    /// not an idle network connection.
     async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         buf.reserve(READ_CHUNK);
         self.read_buf(buf).await
@@ -278,14 +278,17 @@ pub(crate) async fn serve_plain(
     serve(r, w, peer, ctx, shutdown).await
 }
 
-/// Serves a connection whose TLS handshake is done.
-pub(crate) async fn serve_tls(
-    tls: TlsStream<TcpStream>,
+/// Serves a connection whose TLS handshake is done, or one made in
+/// process (an embedding gateway's).
+pub(crate) async fn serve_stream<S>(
+    stream: S,
     peer: SocketAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
-) {
-    let (r, w) = tokio::io::split(tls);
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
     serve(r, w, peer, ctx, shutdown).await
 }
 

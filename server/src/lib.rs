@@ -18,6 +18,7 @@
 //! - `blobs`: file bodies on disk, named by file number only.
 //! - `rate`: the per-session message rate limit.
 //! - [`peers`]: limits per client address (connections, sign-ins), shared with the gateway.
+//! - [`proxy_header`]: the PROXY protocol v2 header by which a trusted gateway names its client.
 //! - [`signal`]: logging setup and the shutdown signal, for the binaries.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -38,6 +39,7 @@ mod hub;
 mod outbox;
 pub mod peers;
 mod pool;
+pub mod proxy_header;
 mod rate;
 mod redelivery;
 pub mod server;
@@ -46,4 +48,4 @@ pub mod store;
 mod transfers;
 
 pub use config::Config;
-pub use server::{start, RunningServer, StartError};
+pub use server::{start, Connector, RunningServer, StartError};

@@ -29,6 +29,14 @@ struct Cli {
     #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Proxies (CIDR, e.g. a gateway's `10.0.0.5/32`) whose connections
+    /// start with a PROXY protocol v2 header naming the real client, which
+    /// the per-address limits and the logs then see. A connection from
+    /// such an address without the header is closed; from any other
+    /// address the header is never read.
+    #[arg(long, env = "CHAT_TRUSTED_PROXY", value_delimiter = ',')]
+    trusted_proxy: Vec<ipnet::IpNet>,
+
     #[command(flatten)]
     config: server::Config,
 }
@@ -201,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     config.listen = cli.listen;
+    config.trusted_proxy = cli.trusted_proxy;
     config.tls = match (cli.tls_cert, cli.tls_key) {
         (Some(cert), Some(key)) => Some(server::config::TlsFiles { cert, key }),
         _ => None,

@@ -1,15 +1,15 @@
 //! Starting, running and stopping the server.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use proto::{ErrorCode, Packet};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +26,7 @@ use crate::disk::Disk;
 use crate::hub::Hub;
 use crate::outbox::Budget;
 use crate::peers::PeerLimits;
+use crate::proxy_header;
 use crate::store::{Store, StoreError, StoreLimits};
 use crate::transfers::quota::Quota;
 
@@ -61,9 +62,15 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
-    shutdown: CancellationToken,
+    doors: Arc<Doors>,
     done: tokio::task::JoinHandle<()>,
 }
+
+/// An in-process connection was refused: the server is at
+/// `--max-connections`, or shutting down.
+#[derive(Debug, Error)]
+#[error("the chat server takes no more connections now")]
+pub struct Full;
 
 impl RunningServer {
     /// The address it listens on (useful after binding port 0).
@@ -73,19 +80,173 @@ impl RunningServer {
 
     /// A token that stops the server when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.doors.shutdown.clone()
+    }
+
+    /// A handle that opens in-process connections, for a gateway that
+    /// embeds the server.
+    pub fn connector(&self) -> Connector {
+        Connector(Arc::downgrade(&self.doors))
     }
 
     /// Stops accepting, tells every client, flushes, closes the store, and
     /// waits for all of it.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.done.await;
+        self.doors.shutdown.cancel();
+        self.stopped().await
     }
 
     /// Waits until the server has stopped (after its token was cancelled).
     pub async fn stopped(self) {
-        let _ = self.done.await;
+        // The store closes when the last reference to the context is gone,
+        // and the server waits for that: let go of ours first.
+        let Self { doors, done, .. } = self;
+        drop(doors);
+        let _ = done.await;
+    }
+}
+
+/// Opens connections to the server inside its own process, as an
+/// embedding gateway does for each browser: no socket, and the browser's
+/// own address for the per-address limits and the logs, with no PROXY
+/// header to trust.
+/// It does not keep the server alive: once the server has stopped, it
+/// refuses.
+#[derive(Debug, Clone)]
+pub struct Connector(Weak<Doors>);
+
+impl Connector {
+    /// A new connection on behalf of `client`, admitted like one accepted
+    /// from the listener (the per-address limit's refusal arrives on it as
+    /// an ERROR); bytes written to the returned stream are the client's.
+    pub fn connect(&self, client: SocketAddr) -> Result<DuplexStream, Full> {
+        let doors = self.0.upgrade().ok_or(Full)?;
+        if doors.shutdown.is_cancelled() {
+            return Err(Full);
+        }
+        let permit = doors
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Full)?;
+        let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+        doors.admit(Admitted::Local(theirs), client, permit);
+        Ok(ours)
+    }
+
+    /// Whether the server still takes connections.
+    pub fn is_running(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|doors| !doors.shutdown.is_cancelled())
+    }
+}
+
+/// Bytes an in-process connection buffers each way, like a socket's
+/// buffer: enough for a batch of packets, small enough for thousands.
+const PIPE_BUFFER: usize = 64 * 1024;
+
+/// What a connection arrives on.
+enum Admitted {
+    Tcp(TcpStream),
+    Local(DuplexStream),
+}
+
+/// How connections get in, shared by the accept loop and [`Connector`]:
+/// the connection permits, the PROXY header of trusted proxies, the
+/// per-address limits and TLS; every connection's task is tracked here.
+struct Doors {
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    permits: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Doors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doors")
+            .field("tls", &self.tls.is_some())
+            .field("permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Doors {
+    /// Takes a connection from the listener. A trusted proxy's must first
+    /// name its client in a PROXY header, read in a task of its own.
+    fn accept(
+        self: &Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        if !self.ctx.config.is_trusted_proxy(peer.ip()) {
+            self.admit(Admitted::Tcp(stream), peer, permit);
+            return;
+        }
+        let doors = self.clone();
+        self.tracker.spawn(async move {
+            let read = proxy_header::read(&mut stream);
+            let client = tokio::select! {
+                _ = doors.shutdown.cancelled() => return,
+                r = tokio::time::timeout(doors.ctx.config.sign_in_timeout(), read) => r,
+            };
+            match client {
+                Ok(Ok(client)) => {
+                    let client = client.unwrap_or(peer);
+                    tracing::debug!(proxy = %peer, %client, "connection through a trusted proxy");
+                    doors.admit(Admitted::Tcp(stream), client, permit);
+                }
+                Ok(Err(e)) => tracing::warn!(proxy = %peer, error = %e, "connection refused"),
+                Err(_) => {
+                    tracing::warn!(proxy = %peer, "no PROXY header in time; connection closed")
+                }
+            }
+        });
+    }
+
+    /// Applies the per-address limit to `peer` and serves the connection,
+    /// or tells it why not.
+    fn admit(&self, conn: Admitted, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let (ctx, shutdown) = (self.ctx.clone(), self.shutdown.clone());
+        let address = match ctx.peers.connect(peer.ip()) {
+            Ok(address) => address,
+            Err(refused) => {
+                self.tracker.spawn(async move {
+                    match conn {
+                        Admitted::Tcp(stream) => refuse(stream, &ctx, refused.limit).await,
+                        Admitted::Local(stream) => refuse(stream, &ctx, refused.limit).await,
+                    }
+                    drop(permit);
+                });
+                return;
+            }
+        };
+        // Three kinds of task, so that a plain connection's is no larger
+        // for TLS's sake (an idle session's memory).
+        match (conn, self.tls.clone()) {
+            (Admitted::Tcp(stream), None) => {
+                self.tracker.spawn(async move {
+                    connection::serve_plain(stream, peer, ctx, shutdown).await;
+                    drop((permit, address));
+                });
+            }
+            (Admitted::Tcp(stream), Some(tls)) => {
+                self.tracker.spawn(async move {
+                    if let Some(tls) = Box::pin(handshake(&tls, stream, &ctx)).await {
+                        connection::serve_stream(tls, peer, ctx, shutdown).await;
+                    }
+                    drop((permit, address));
+                });
+            }
+            (Admitted::Local(stream), _) => {
+                self.tracker.spawn(async move {
+                    connection::serve_stream(stream, peer, ctx, shutdown).await;
+                    drop((permit, address));
+                });
+            }
+        }
     }
 }
 
@@ -152,31 +313,30 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store,
         blobs,
     });
-    let shutdown = CancellationToken::new();
-    let done = tokio::spawn(run(listener, ctx, shutdown.clone(), store_thread, tls));
-    Ok(RunningServer {
-        addr,
-        shutdown,
-        done,
-    })
+    let doors = Arc::new(Doors {
+        permits: Arc::new(Semaphore::new(ctx.config.max_connections.max(1))),
+        ctx,
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        tls,
+    });
+    let done = tokio::spawn(run(listener, doors.clone(), store_thread));
+    Ok(RunningServer { addr, doors, done })
 }
 
-async fn run(
-    listener: TcpListener,
-    ctx: Arc<Context>,
-    shutdown: CancellationToken,
-    store_thread: std::thread::JoinHandle<()>,
-    tls: Option<TlsAcceptor>,
-) {
-    let tracker = TaskTracker::new();
+async fn run(listener: TcpListener, doors: Arc<Doors>, store_thread: std::thread::JoinHandle<()>) {
+    let (ctx, shutdown, tracker) = (
+        doors.ctx.clone(),
+        doors.shutdown.clone(),
+        doors.tracker.clone(),
+    );
     tracker.spawn(expire_sessions(ctx.clone(), shutdown.clone()));
     tracker.spawn(upkeep(ctx.clone(), shutdown.clone()));
-    let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = doors.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -185,34 +345,8 @@ async fn run(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
                 let _ = stream.set_nodelay(true);
-                match ctx.peers.connect(peer.ip()) {
-                    // Two kinds of task, so that a plain connection's is no
-                    // larger for TLS's sake (an idle session's memory).
-                    Ok(address) => match tls.clone() {
-                        None => {
-                            tracker.spawn(async move {
-                                connection::serve_plain(stream, peer, ctx, shutdown).await;
-                                drop((permit, address));
-                            });
-                        }
-                        Some(tls) => {
-                            tracker.spawn(async move {
-                                if let Some(tls) = Box::pin(handshake(&tls, stream, &ctx)).await {
-                                    connection::serve_tls(tls, peer, ctx, shutdown).await;
-                                }
-                                drop((permit, address));
-                            });
-                        }
-                    },
-                    Err(refused) => {
-                        tracker.spawn(async move {
-                            refuse(stream, &ctx, refused.limit).await;
-                            drop(permit);
-                        });
-                    }
-                }
+                doors.accept(stream, peer, permit);
             }
             Err(e) => {
                 // Running out of descriptors must not spin the loop.
@@ -223,6 +357,9 @@ async fn run(
         }
     }
     drop(listener);
+    // In-process connections can no longer be made: `Connector` checks
+    // the token first.
+    drop(doors);
     tracing::info!("shutting down: closing connections");
     tracker.close();
     tracker.wait().await;
@@ -259,7 +396,7 @@ async fn expire_sessions(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 /// Tells a client over its address's connection limit why, and closes.
-async fn refuse(mut stream: TcpStream, ctx: &Context, limit: usize) {
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, ctx: &Context, limit: usize) {
     let packet = Packet::Error {
         request_type: 0,
         code: ErrorCode::TooManyConnections,

@@ -61,7 +61,7 @@ pub(crate) struct Tools {
 
 impl Tools {
     /// Installs, when missing, everything both commands need; with
-    /// `browser`, also Chromium, chromedriver and the fuzzer.
+    /// `browser`, also Chromium, chromedriver, nginx, Caddy and the fuzzer.
     pub(crate) fn ensure_all(browser: bool) -> Result<Self> {
         let root = crate::root();
         let binaryen = root.join("target/tools/binaryen/node_modules/.bin");
@@ -84,8 +84,7 @@ impl Tools {
             tools.wasm_opt()?;
         }
         if browser {
-            tools.systemd()?;
-            tools.chromium()?;
+            tools.debian_packages()?;
             tools.cargo_fuzz()?;
         }
         Ok(tools)
@@ -160,23 +159,46 @@ impl Tools {
         .context("installing wasm-opt needs npm (Node.js)")
     }
 
-    fn chromium(&self) -> Result<()> {
-        if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
-            return Ok(());
-        }
-        apt_install(&["chromium", "chromium-driver"])
-    }
-
-    /// systemd-analyze, systemd-sysusers and systemd-tmpfiles, for the
-    /// check of the package's units (a container may lack systemd).
-    fn systemd(&self) -> Result<()> {
-        let all = ["systemd-analyze", "systemd-sysusers", "systemd-tmpfiles"]
+    /// Debian's packages for the tests: Chromium and its driver for the
+    /// browser tests, nginx and Caddy for the reverse-proxy tests, and
+    /// systemd's tools for the check of the package's units (a container
+    /// may lack them).
+    fn debian_packages(&self) -> Result<()> {
+        const WANTED: [(&str, &str); 7] = [
+            ("/usr/bin/chromium", "chromium"),
+            ("/usr/bin/chromedriver", "chromium-driver"),
+            ("/usr/sbin/nginx", "nginx"),
+            ("/usr/bin/caddy", "caddy"),
+            ("/usr/bin/systemd-analyze", "systemd"),
+            ("/usr/bin/systemd-sysusers", "systemd"),
+            ("/usr/bin/systemd-tmpfiles", "systemd"),
+        ];
+        let mut missing: Vec<&str> = WANTED
             .iter()
-            .all(|p| self.has(p, &["--version"], |v| v.starts_with("systemd")));
-        if all {
+            .filter(|(path, _)| !Path::new(path).exists())
+            .map(|(_, package)| *package)
+            .collect();
+        missing.dedup();
+        if missing.is_empty() {
             return Ok(());
         }
-        apt_install(&["systemd"])
+        let root = output("id", &["-u"]).is_some_and(|u| u == "0");
+        let apt = |args: &[&str]| -> Result<()> {
+            let mut c = if root {
+                Command::new("apt-get")
+            } else {
+                Command::new("sudo")
+            };
+            if !root {
+                c.arg("apt-get");
+            }
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            sh(&mut c)
+        };
+        apt(&["update"])?;
+        let mut install = vec!["install", "-y"];
+        install.extend(missing);
+        apt(&install)
     }
 
     fn cargo_fuzz(&self) -> Result<()> {
@@ -199,23 +221,4 @@ impl Tools {
             .cmd("cargo")
             .args(["install", "cargo-fuzz", "--locked"]))
     }
-}
-
-/// Installs Debian packages (through sudo unless root).
-fn apt_install(packages: &[&str]) -> Result<()> {
-    let root = output("id", &["-u"]).is_some_and(|u| u == "0");
-    let apt = |args: &[&str]| -> Result<()> {
-        let mut c = if root {
-            Command::new("apt-get")
-        } else {
-            Command::new("sudo")
-        };
-        if !root {
-            c.arg("apt-get");
-        }
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        sh(&mut c)
-    };
-    apt(&["update"])?;
-    apt(&[&["install", "-y"][..], packages].concat())
 }
