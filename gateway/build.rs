@@ -52,10 +52,9 @@ fn build_here(root: &Path) -> Option<PathBuf> {
         return None;
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR")?);
+    // Built every time this script runs (trunk's own build is incremental
+    // in web-target): a copy kept from an earlier run could be stale.
     let dist = out.join("web-dist");
-    if dist.join("index.html").is_file() {
-        return Some(dist);
-    }
     let status = Command::new("trunk")
         .args(["build", "--release", "--dist"])
         .arg(&dist)

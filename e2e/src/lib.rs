@@ -110,22 +110,42 @@ impl Chat {
     /// A new headless Chromium window (its own profile, so its own session
     /// storage) with the app open.
     pub async fn browser(&self) -> Client {
+        self.browser_with(serde_json::json!({})).await
+    }
+
+    /// A new headless Chromium emulating a phone with a 390×844 screen
+    /// (touch, a phone's user agent and pixel ratio), with the app open.
+    pub async fn phone(&self) -> Client {
+        self.browser_with(serde_json::json!({
+            "mobileEmulation": {
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Mobile Safari/537.36"
+            }
+        }))
+        .await
+    }
+
+    /// A new headless Chromium with `extra` added to its `goog:chromeOptions`.
+    pub async fn browser_with(&self, extra: serde_json::Value) -> Client {
+        let mut options = serde_json::json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900"
+            ],
+            "prefs": {
+                "download.default_directory": self.downloads.path().to_string_lossy(),
+                "download.prompt_for_download": false,
+                // Notifications are allowed, as if the user had said yes.
+                "profile.default_content_setting_values.notifications": 1
+            }
+        });
+        if let (Some(options), Some(extra)) = (options.as_object_mut(), extra.as_object()) {
+            options.extend(extra.clone());
+        }
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--window-size=1280,900"
-                ],
-                "prefs": {
-                    "download.default_directory": self.downloads.path().to_string_lossy(),
-                    "download.prompt_for_download": false
-                }
-            }),
-        );
+        caps.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&self.driver_url)

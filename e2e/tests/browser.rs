@@ -284,7 +284,7 @@ async fn everything_stored(c: &fantoccini::Client) -> String {
         .await
         .expect("reading the storage");
     let mut out = stored.as_str().unwrap_or_default().to_owned();
-    // IndexedDB: the app opens none; any database would be listed here.
+    // IndexedDB: the names of the databases (the history's is one).
     if let Ok(dbs) = c
         .execute_async(
             "const done = arguments[arguments.length - 1];
@@ -338,6 +338,7 @@ async fn wait_gone(c: &fantoccini::Client, css: &str) {
 /// user offline (the server has let the old session's connection go).
 async fn sign_out(c: &fantoccini::Client, name: &str, other: &fantoccini::Client) {
     click(c, "[data-testid=sign-out]").await;
+    click(c, "[data-testid=sign-out-keep]").await;
     wait_for(c, "[data-testid=name-input]").await;
     wait_gone(other, &format!("[data-testid=user][data-user-name={name}]")).await;
 }
@@ -502,6 +503,470 @@ async fn a_signed_in_user_sets_and_changes_the_password_of_their_name() {
     screenshot(&erin, "signed-in-with-changed-password").await;
 
     erin.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn the_history_survives_closing_every_tab_and_is_cleared_only_when_asked() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    send(&alice, "kept across tabs").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "kept across tabs").await;
+    send(&bob, "me too").await;
+    wait_for_message(&alice, "me too").await;
+    wait_for(&bob, "[data-testid=message][data-state=sent]").await;
+
+    // Every tab of the app closes: a blank tab keeps the browser open.
+    let app_tab = bob.window().await.unwrap();
+    let blank = bob.new_window(true).await.unwrap().handle;
+    bob.switch_to_window(app_tab).await.unwrap();
+    bob.close_window().await.unwrap();
+    bob.switch_to_window(blank).await.unwrap();
+    wait_gone(&alice, "[data-testid=user][data-user-name=bob]").await;
+
+    // Opened again: a new tab has no session, so bob signs in, and finds
+    // the conversation as he left it.
+    bob.goto(&chat.url()).await.unwrap();
+    sign_in(&bob, "bob").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "kept across tabs").await;
+    wait_for_message(&bob, "me too").await;
+    screenshot(&bob, "history-after-reopening").await;
+
+    // Signing out and keeping it, then in again: still there.
+    sign_out(&bob, "bob", &alice).await;
+    sign_in(&bob, "bob").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "me too").await;
+
+    // Cleared: gone for good.
+    click(&bob, "[data-testid=sign-out]").await;
+    screenshot(&bob, "sign-out-keep-or-clear").await;
+    click(&bob, "[data-testid=sign-out-clear]").await;
+    wait_for(&bob, "[data-testid=name-input]").await;
+    wait_gone(&alice, "[data-testid=user][data-user-name=bob]").await;
+    sign_in(&bob, "bob").await;
+    wait_for(&bob, "[data-history=loaded]").await;
+    assert!(
+        bob.find(Locator::Css("[data-testid=conversation][data-title=alice]"))
+            .await
+            .is_err(),
+        "the cleared conversation is gone"
+    );
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+/// The messages in the open conversation, as the page shows them: text,
+/// whether the sender's name is shown, and the time's hover title.
+async fn shown_messages(c: &fantoccini::Client) -> Vec<(String, bool, String)> {
+    let rows = c
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=message]')].map(m => [
+               m.querySelector('.text').innerText,
+               !!m.querySelector('.from'),
+               (m.querySelector('time') || {}).title || '']);",
+            vec![],
+        )
+        .await
+        .expect("reading the messages");
+    serde_json::from_value(rows).expect("rows of three")
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn messages_read_like_a_chat_with_times_days_groups_and_an_unread_marker() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    // Shift+Enter keeps a new line; a long word must wrap, not widen the page.
+    let long_word = "x".repeat(400);
+    for text in ["first of three", "second of three"] {
+        send(&alice, text).await;
+    }
+    let composer = wait_for(&alice, "[data-testid=composer]").await;
+    composer
+        .send_keys("line one\u{E008}\u{E007}\u{E000}line two\u{E007}")
+        .await
+        .unwrap();
+    send(&alice, &long_word).await;
+    wait_for(
+        &bob,
+        "[data-testid=conversation][data-title=alice] [data-testid=unread]",
+    )
+    .await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, &long_word).await;
+
+    // The unread marker sits before the first of them.
+    let marker_next = bob
+        .execute(
+            "const m = document.querySelector('[data-testid=unread-marker]');
+             return m && m.nextElementSibling.querySelector('.text').innerText;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(marker_next, "first of three");
+    // One day separator, for today; one name over the run of four.
+    let days = bob
+        .find_all(Locator::Css("[data-testid=day-separator]"))
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].text().await.unwrap().to_lowercase(), "today");
+    let shown = shown_messages(&bob).await;
+    assert_eq!(shown.len(), 4, "{shown:?}");
+    assert_eq!(
+        shown.iter().map(|m| m.1).collect::<Vec<_>>(),
+        vec![true, false, false, false],
+        "grouped under one name"
+    );
+    assert_eq!(shown[2].0, "line one\nline two", "the new line is kept");
+    let year = bob
+        .execute("return String(new Date().getFullYear())", vec![])
+        .await
+        .unwrap();
+    for (text, _, title) in &shown {
+        assert!(
+            title.contains(year.as_str().unwrap_or("?")),
+            "{text}: the full date on hover, got {title:?}"
+        );
+    }
+    let fits = bob
+        .execute(
+            "const l = document.querySelector('[data-testid=messages]');
+             return l.scrollWidth <= l.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, serde_json::Value::Bool(true), "the long word wraps");
+    screenshot(&bob, "chat-times-days-groups").await;
+
+    // Alice's own run: the state shows while it matters, then a quiet tick.
+    wait_for(&alice, "[data-testid=message][data-state=sent]").await;
+    let ticks = alice
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=message][data-state=sent] .status')]
+               .map(s => s.innerText.trim())",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        ticks
+            .as_array()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|s| s == "✓")),
+        "{ticks:?}"
+    );
+    screenshot(&alice, "chat-own-run").await;
+
+    // Scrolled up, a new message offers a jump to the latest.
+    for n in 0..30 {
+        send(&alice, &format!("filler {n}")).await;
+    }
+    wait_for_message(&bob, "filler 29").await;
+    bob.execute(
+        "document.querySelector('[data-testid=messages]').scrollTop = 0",
+        vec![],
+    )
+    .await
+    .unwrap();
+    bob.execute(
+        "document.querySelector('[data-testid=messages]').dispatchEvent(new Event('scroll'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    send(&alice, "one more").await;
+    click(&bob, "[data-testid=jump-latest]").await;
+    wait_gone(&bob, "[data-testid=jump-latest]").await;
+    wait_for_message(&bob, "one more").await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn an_http_link_opens_and_a_javascript_url_stays_text() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    let target = format!("http://{}/healthz", chat.addr);
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    let text = format!("status: {target}. not javascript:alert(document.domain) here");
+    send(&alice, &text).await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, &text).await;
+    let links = bob
+        .find_all(Locator::Css("[data-testid=message] a"))
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 1, "only the http URL is a link");
+    let link = &links[0];
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some(target.as_str())
+    );
+    assert_eq!(
+        link.attr("rel").await.unwrap().as_deref(),
+        Some("noopener noreferrer")
+    );
+    assert!(bob
+        .find(Locator::Css("a[href^='javascript' i]"))
+        .await
+        .is_err());
+    screenshot(&bob, "links").await;
+
+    // Clicking it opens the page in a new tab.
+    let before = bob.windows().await.unwrap();
+    link.click().await.unwrap();
+    let deadline = Instant::now() + patience();
+    let opened = loop {
+        let now = bob.windows().await.unwrap();
+        if let Some(w) = now.into_iter().find(|w| !before.contains(w)) {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "the link opened no tab");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    bob.switch_to_window(opened).await.unwrap();
+    wait_until_js(
+        &bob,
+        "the linked page loads",
+        &format!("location.href === '{target}'"),
+    )
+    .await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+/// Whether the element matching `css` is displayed.
+async fn shown(c: &fantoccini::Client, css: &str) -> bool {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Waits until the element matching `css` is displayed or hidden.
+async fn wait_shown(c: &fantoccini::Client, css: &str, want: bool) {
+    let deadline = Instant::now() + patience();
+    while shown(c, css).await != want {
+        if Instant::now() > deadline {
+            screenshot(c, "failure").await;
+            panic!(
+                "{css} did not become {}",
+                if want { "shown" } else { "hidden" }
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_phone_shows_one_view_at_a_time_list_conversation_back_files() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let phone = chat.phone().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&phone, "pat").await;
+    let width = phone.execute("return innerWidth", vec![]).await.unwrap();
+    assert_eq!(width, 390, "the phone's screen");
+    click(&alice, "[data-testid=user][data-user-name=pat]").await;
+    send(&alice, "hello on your phone").await;
+
+    // The list alone, with the unread count.
+    wait_for(
+        &phone,
+        "[data-testid=conversation][data-title=alice] [data-testid=unread]",
+    )
+    .await;
+    assert!(!shown(&phone, "[data-testid=composer]").await);
+    assert!(!shown(&phone, "[data-testid=files-panel]").await);
+    screenshot(&phone, "phone-list").await;
+
+    // A conversation alone, with a way back and the composer.
+    click(&phone, "[data-testid=conversation][data-title=alice]").await;
+    wait_shown(&phone, "[data-testid=composer]", true).await;
+    wait_for_message(&phone, "hello on your phone").await;
+    assert!(
+        !shown(&phone, "[data-testid=users]").await,
+        "the list is hidden"
+    );
+    let back_height = phone
+        .execute(
+            "return document.querySelector('[data-testid=back]').getBoundingClientRect().height",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        back_height.as_f64().unwrap_or(0.0) >= 44.0,
+        "a touch-sized back control: {back_height}"
+    );
+    send(&phone, "typed on the phone").await;
+    wait_for_message(&alice, "typed on the phone").await;
+    screenshot(&phone, "phone-conversation").await;
+
+    // Back to the list, then the files as a view of their own.
+    click(&phone, "[data-testid=back]").await;
+    wait_shown(&phone, "[data-testid=users]", true).await;
+    assert!(!shown(&phone, "[data-testid=composer]").await);
+    click(&phone, "[data-testid=show-files]").await;
+    wait_shown(&phone, "[data-testid=files-panel]", true).await;
+    assert!(!shown(&phone, "[data-testid=users]").await);
+    screenshot(&phone, "phone-files").await;
+    click(&phone, "[data-testid=files-back]").await;
+    wait_shown(&phone, "[data-testid=users]", true).await;
+
+    // A wide screen shows everything and no phone controls.
+    assert!(shown(&alice, "[data-testid=files-panel]").await);
+    assert!(!shown(&alice, "[data-testid=back]").await);
+    alice.close().await.unwrap();
+    phone.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_message_to_a_hidden_tab_shows_a_notification_and_the_favicon_counts_it() {
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    // The browser grants the permission (the harness's preferences); Bob
+    // opts in.
+    click(&bob, "[data-testid=notifications]").await;
+    wait_for(&bob, "[data-testid=notifications][aria-pressed=true]").await;
+    screenshot(&bob, "notifications-on").await;
+    // Each notification the page makes is also posted on a channel that
+    // another tab of the same origin can hear.
+    bob.execute(
+        "const Real = window.Notification, spy = new BroadcastChannel('test-notifications');
+         window.Notification = class extends Real {
+           constructor(title, options) {
+             super(title, options);
+             spy.postMessage([title, options && options.body, document.visibilityState]);
+           }
+         };",
+        vec![],
+    )
+    .await
+    .unwrap();
+
+    // Another tab in front hides the app's.
+    let app_tab = bob.window().await.unwrap();
+    let other = bob.new_window(true).await.unwrap().handle;
+    bob.switch_to_window(other).await.unwrap();
+    bob.goto(&format!("http://{}/healthz", chat.addr))
+        .await
+        .unwrap();
+    bob.execute(
+        "window.heard = [];
+         window.channel = new BroadcastChannel('test-notifications');
+         window.channel.onmessage = e => window.heard.push(e.data);",
+        vec![],
+    )
+    .await
+    .unwrap();
+
+    click(&alice, "[data-testid=user][data-user-name=bob]").await;
+    send(&alice, "are you there?").await;
+    wait_until_js(&bob, "a notification", "window.heard.length > 0").await;
+    let heard = bob.execute("return window.heard[0]", vec![]).await.unwrap();
+    assert_eq!(
+        heard,
+        serde_json::json!(["alice", "are you there?", "hidden"]),
+        "a notification naming the sender, shown while the tab was hidden"
+    );
+
+    // Back in the app's tab: the title and the favicon count it.
+    bob.switch_to_window(app_tab).await.unwrap();
+    wait_until_js(
+        &bob,
+        "the favicon's badge",
+        "document.querySelector('link[rel~=icon]').dataset.unread === '1' \
+         && document.title === '(1) Chat'",
+    )
+    .await;
+    screenshot(&bob, "notification-unread-badge").await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn use_here_moves_a_session_to_a_second_tab_and_the_first_says_where_it_went() {
+    let chat = Chat::start().await;
+    let tabs = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&tabs, "alice").await;
+    sign_in(&bob, "bob").await;
+    let session = tabs
+        .execute("return sessionStorage.getItem('chat.session')", vec![])
+        .await
+        .unwrap();
+
+    // A second tab of the same browser sees alice signed in next door.
+    let first = tabs.window().await.unwrap();
+    let second = tabs.new_window(true).await.unwrap().handle;
+    tabs.switch_to_window(second.clone()).await.unwrap();
+    tabs.goto(&chat.url()).await.unwrap();
+    wait_for(&tabs, "[data-testid=other-tab][data-name=alice]").await;
+    screenshot(&tabs, "second-tab-use-here").await;
+    click(&tabs, "[data-testid=use-here]").await;
+    wait_for(&tabs, "[data-testid=connection-state][data-state=online]").await;
+    let me = wait_for(&tabs, "[data-testid=me]").await;
+    assert_eq!(me.text().await.unwrap(), "alice");
+    let moved = tabs
+        .execute("return sessionStorage.getItem('chat.session')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(moved, session, "the same session, resumed here");
+
+    // It works here: bob gets a message from this tab.
+    click(&tabs, "[data-testid=user][data-user-name=bob]").await;
+    send(&tabs, "from the second tab").await;
+    click(&bob, "[data-testid=conversation][data-title=alice]").await;
+    wait_for_message(&bob, "from the second tab").await;
+
+    // The first tab says where its session went, and offers it back.
+    tabs.switch_to_window(first).await.unwrap();
+    let notice = wait_for(&tabs, "[data-testid=notice]").await;
+    assert!(
+        notice
+            .text()
+            .await
+            .unwrap()
+            .contains("another tab of this browser"),
+        "{:?}",
+        notice.text().await
+    );
+    wait_for(&tabs, "[data-testid=connection-state][data-state=offline]").await;
+    let back = wait_for(&tabs, "[data-testid=reconnect]").await;
+    assert_eq!(back.text().await.unwrap(), "Use here");
+    screenshot(&tabs, "first-tab-session-moved").await;
+    tabs.close().await.unwrap();
     bob.close().await.unwrap();
     chat.stop().await;
 }

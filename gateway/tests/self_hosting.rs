@@ -87,6 +87,52 @@ async fn the_built_in_app_is_served_from_an_empty_working_directory() {
 }
 
 #[tokio::test]
+async fn without_the_app_every_page_says_how_to_build_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().to_path_buf();
+    let gw = TestGateway::start_with(move |c| c.web_dir = Some(dir)).await;
+    for path in [
+        "/",
+        "/index.html",
+        "/some/page",
+        "/web-0123456789abcdef_bg.wasm",
+    ] {
+        let (status, headers, body) = http_get(gw.addr, path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(header(&headers, "content-type")
+            .unwrap()
+            .starts_with("text/html"));
+        let page = String::from_utf8_lossy(&body);
+        assert!(page.contains("trunk build --release"), "{path}: {page}");
+    }
+    // The tunnel works meanwhile.
+    let mut alice = gw.signed_in("alice").await;
+    assert!(alice.users().await.contains(&alice.user));
+}
+
+#[tokio::test]
+async fn a_web_dir_never_serves_a_file_outside_itself() {
+    let root = tempfile::tempdir().unwrap();
+    let web = root.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::write(web.join("index.html"), "<html><head></head>app</html>").unwrap();
+    std::fs::write(root.path().join("secret.txt"), "the secret").unwrap();
+    let gw = TestGateway::start_with(move |c| c.web_dir = Some(web)).await;
+    for path in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "//secret.txt",
+    ] {
+        let (_, _, body) = http_get(gw.addr, path, &[]).await;
+        assert!(
+            !String::from_utf8_lossy(&body).contains("the secret"),
+            "{path} served a file outside the web directory"
+        );
+    }
+}
+
+#[tokio::test]
 async fn under_a_base_path_the_app_the_tunnel_and_health_are_below_it() {
     let gw = TestGateway::start_with(|c| c.base_path = "/chat/".into()).await;
     let (status, _, body) = http_get(gw.addr, "/chat/", &[]).await;

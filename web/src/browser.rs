@@ -34,43 +34,49 @@ pub fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The page's protocol (`http:`) and host (`example.org:8080`).
-pub fn location() -> (String, String) {
-    let loc = web_sys::window().map(|w| w.location());
-    let protocol = loc
-        .as_ref()
-        .and_then(|l| l.protocol().ok())
-        .unwrap_or_default();
-    let host = loc.as_ref().and_then(|l| l.host().ok()).unwrap_or_default();
-    (protocol, host)
+/// The page's base URI (`document.baseURI`: the `<base href>` if the page
+/// has one, else its own address), which the app's own URLs are relative to.
+pub fn base_uri() -> Option<String> {
+    web_sys::window()?.document()?.base_uri().ok()?
 }
 
-/// Offers bytes to the user as a downloaded file.
-pub fn save_file(name: &str, bytes: &[u8]) {
-    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
-        return;
-    };
-    let array = js_sys::Uint8Array::from(bytes);
-    let parts = js_sys::Array::of1(&array);
-    let Ok(blob) = web_sys::Blob::new_with_u8_array_sequence(&parts) else {
-        return;
-    };
-    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else {
-        return;
-    };
-    if let Ok(a) = document
+/// A `Blob` of a copy of `bytes` (the copy lives in the browser, outside
+/// the app's memory), or why the browser could not make one.
+pub fn blob_of(bytes: &[u8]) -> Result<web_sys::Blob, String> {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|e| describe(&e))
+}
+
+/// Offers the parts, one after the other, to the user as a downloaded file
+/// called `name`.
+pub fn save_parts(name: &str, parts: &[web_sys::Blob]) -> Result<(), String> {
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let list = parts.iter().collect::<js_sys::Array>();
+    let blob = web_sys::Blob::new_with_blob_sequence(&list).map_err(|e| describe(&e))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| describe(&e))?;
+    let a = document
         .create_element("a")
-        .map(|e| e.unchecked_into::<web_sys::HtmlAnchorElement>())
-    {
-        a.set_href(&url);
-        a.set_download(name);
-        a.click();
-    }
+        .map_err(|e| describe(&e))?
+        .unchecked_into::<web_sys::HtmlAnchorElement>();
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
     // Revoke later: the download starts asynchronously.
     gloo_timers::callback::Timeout::new(60_000, move || {
         let _ = web_sys::Url::revoke_object_url(&url);
     })
     .forget();
+    Ok(())
+}
+
+/// A JavaScript exception in words.
+pub fn describe(e: &wasm_bindgen::JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "unknown error".into())
 }
 
 /// Reads a picked or dropped file's bytes.

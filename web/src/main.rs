@@ -6,8 +6,12 @@
 //! - `state`: the state and its reducer (pure, tested natively and in Chromium).
 //! - `connection`: the WebSocket shell around `proto::Client`.
 //! - `browser`: storage, clock, file reading and saving.
+//! - `history`: conversations kept in IndexedDB per server and name.
 //! - `components/`: sign-in, header, sidebar, conversation, files.
 //! - `format`: sizes and speeds.
+//! - `tabs`: other tabs of this browser, and taking a session over.
+//! - `notify`: desktop notifications and the favicon's unread badge.
+//! - `timeline`: how a conversation reads: days, groups, links (pure).
 #![forbid(unsafe_code)]
 // A binary crate: `pub` items are visible to the crate only, as intended.
 #![allow(unreachable_pub)]
@@ -17,7 +21,11 @@ mod browser;
 mod components;
 mod connection;
 mod format;
+mod history;
+mod notify;
 mod state;
+mod tabs;
+mod timeline;
 
 // The unit tests run natively and, with `--target wasm32-unknown-unknown`,
 // in headless Chromium.

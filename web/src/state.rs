@@ -9,7 +9,10 @@ use proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use yew::Reducible;
 
-/// Messages kept per conversation (older ones scroll away).
+/// Messages kept per conversation, in memory and in the history kept in
+/// IndexedDB; past it the oldest are dropped first. Each conversation's
+/// record is rewritten whole when it changes, so this also bounds the cost
+/// of a write.
 pub const HISTORY: usize = 500;
 
 /// The WebSocket's state, always shown in the header.
@@ -31,6 +34,30 @@ pub enum Link {
     },
 }
 
+/// What a narrow screen (a phone) shows: one view at a time. Wide
+/// screens show all three side by side and ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum View {
+    /// The conversations and who is online.
+    #[default]
+    List,
+    /// The open conversation.
+    Conversation,
+    /// The shared files and transfers.
+    Files,
+}
+
+impl View {
+    /// The `data-view` attribute value the style sheet keys on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::List => "list",
+            View::Conversation => "conversation",
+            View::Files => "files",
+        }
+    }
+}
+
 /// A conversation: everyone (broadcasts) or one other user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Peer {
@@ -49,6 +76,18 @@ pub enum Delivery {
     Sent,
     /// Refused; the text says why.
     Failed(String),
+}
+
+impl Message {
+    /// Whether `other` is the same message (a redelivery, or the same own
+    /// message kept in the history and shown since).
+    pub fn same_as(&self, other: &Message) -> bool {
+        match (&self.own, &other.own) {
+            (Some((a, _)), Some((b, _))) => a == b,
+            (None, None) => self.delivery == other.delivery,
+            _ => false,
+        }
+    }
 }
 
 impl Delivery {
@@ -73,6 +112,11 @@ pub struct Message {
     pub own: Option<(u64, Delivery)>,
     /// For incoming messages: the server's delivery number.
     pub delivery: Option<u64>,
+    /// When it was sent (own) or arrived (incoming), in milliseconds since
+    /// the Unix epoch on this device's clock; 0 when not known (history
+    /// kept by an older version of the app).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// Messages and unread count of one conversation.
@@ -82,6 +126,24 @@ pub struct Conversation {
     pub messages: Vec<Message>,
     /// Messages arrived while another conversation was open.
     pub unread: u32,
+    /// The delivery number of the first of the unread messages, where the
+    /// "new messages" marker goes when the conversation is opened.
+    #[serde(default)]
+    pub first_unread: Option<u64>,
+}
+
+/// One conversation as the history keeps it, with the names its messages
+/// need (a user may be offline, so not in the server's user list, when
+/// the history is read again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Whose conversation.
+    pub peer: Peer,
+    /// The messages and unread count.
+    pub conversation: Conversation,
+    /// Names of the users in it.
+    #[serde(default)]
+    pub names: Vec<(u64, String)>,
 }
 
 /// A shared file.
@@ -264,11 +326,34 @@ pub struct State {
     pub names: HashMap<u64, String>,
     /// Users online now.
     pub online: Vec<u64>,
-    /// Conversations, Everyone first.
-    #[serde(with = "pairs")]
+    /// Conversations, Everyone first. Kept in the history (IndexedDB), not
+    /// in the tab's own snapshot.
+    #[serde(skip)]
     pub conversations: BTreeMap<Peer, Conversation>,
     /// The open conversation.
     pub active: Option<Peer>,
+    /// What a phone shows.
+    #[serde(default)]
+    pub view: View,
+    /// Whether desktop notifications are on (the user's choice, kept by
+    /// the browser, not in this snapshot).
+    #[serde(skip)]
+    pub notifications: bool,
+    /// Other tabs of this browser signed in to this server: name → session.
+    #[serde(skip)]
+    pub other_tabs: BTreeMap<String, u64>,
+    /// Another tab of this browser said it takes this tab's session.
+    #[serde(skip)]
+    pub moved_to_tab: bool,
+    /// Where the "new messages" marker is: the open conversation and the
+    /// delivery number of the first message that was unread when it was
+    /// opened.
+    #[serde(skip)]
+    pub marker: Option<(Peer, u64)>,
+    /// Whether the history kept on this device has been read (it arrives
+    /// after the page has opened).
+    #[serde(skip)]
+    pub history_loaded: bool,
     /// Shared files.
     pub files: BTreeMap<u64, FileEntry>,
     /// Transfers of this page (not persisted).
@@ -313,6 +398,8 @@ pub enum Action {
         number: u64,
         /// The text.
         text: String,
+        /// The wall clock, ms since the Unix epoch.
+        at_ms: u64,
     },
     /// The server stored an own message.
     Sent(u64),
@@ -335,9 +422,26 @@ pub enum Action {
         broadcast: bool,
         /// The text.
         text: String,
+        /// The wall clock when it arrived, ms since the Unix epoch.
+        at_ms: u64,
     },
-    /// Open a conversation.
+    /// Another tab or device took this session over.
+    SessionMoved,
+    /// The history kept on this device was read: merged under what arrived
+    /// since the page opened.
+    HistoryLoaded(Vec<Stored>),
+    /// Open a conversation (on a phone, show it).
     Open(Peer),
+    /// Show a view (on a phone).
+    Show(View),
+    /// Desktop notifications were turned on or off.
+    Notifications(bool),
+    /// Another tab is signed in as this name, with this session.
+    TabHere(String, u64),
+    /// Another tab is no longer signed in as this name.
+    TabGone(String),
+    /// Another tab takes the session of this name.
+    TabTook(String),
     /// A transfer started.
     TransferStarted {
         /// The core's transfer id.
@@ -434,8 +538,10 @@ impl State {
                     self.protected = p;
                 }
                 self.names.insert(user, name.clone());
+                self.other_tabs.remove(&name);
                 self.me = Some((user, name));
                 self.sign_in_error = None;
+                self.moved_to_tab = false;
                 self.link = Link::Online;
                 self.conversation(Peer::Everyone);
                 if self.active.is_none() {
@@ -447,7 +553,13 @@ impl State {
                 self.me = None;
                 self.password_form = PasswordForm::Closed;
             }
-            Action::SignedOut => *self = State::default(),
+            Action::SignedOut => {
+                *self = State {
+                    notifications: self.notifications,
+                    other_tabs: std::mem::take(&mut self.other_tabs),
+                    ..State::default()
+                }
+            }
             Action::Online(users) => self.online = users,
             Action::Name(user, name) => {
                 self.names.insert(user, name);
@@ -456,7 +568,12 @@ impl State {
             Action::File(file, entry) => {
                 self.files.insert(file, entry);
             }
-            Action::Sending { peer, number, text } => {
+            Action::Sending {
+                peer,
+                number,
+                text,
+                at_ms,
+            } => {
                 let from = self.me.as_ref().map_or(0, |(u, _)| *u);
                 let c = self.conversation(peer);
                 c.messages.push(Message {
@@ -464,6 +581,7 @@ impl State {
                     text,
                     own: Some((number, Delivery::Sending)),
                     delivery: None,
+                    at_ms,
                 });
                 trim(c);
             }
@@ -488,6 +606,7 @@ impl State {
                 delivery,
                 broadcast,
                 text,
+                at_ms,
             } => {
                 let peer = if broadcast {
                     Peer::Everyone
@@ -505,15 +624,49 @@ impl State {
                     text,
                     own: None,
                     delivery: Some(delivery),
+                    at_ms,
                 });
                 if !open {
+                    if c.unread == 0 {
+                        c.first_unread = Some(delivery);
+                    }
                     c.unread += 1;
                 }
                 trim(c);
             }
+            Action::SessionMoved => {
+                self.notice = Some(if self.moved_to_tab {
+                    "This chat moved to another tab of this browser; \"Use here\" brings it back."
+                        .into()
+                } else {
+                    "This chat was opened in another tab or window.".into()
+                });
+            }
             Action::Open(peer) => {
-                self.conversation(peer).unread = 0;
+                let c = self.conversation(peer);
+                let first = c.first_unread.take().filter(|_| c.unread > 0);
+                c.unread = 0;
+                self.marker = first.map(|d| (peer, d));
                 self.active = Some(peer);
+                self.view = View::Conversation;
+            }
+            Action::Show(view) => self.view = view,
+            Action::Notifications(on) => self.notifications = on,
+            Action::TabHere(name, session) => {
+                self.other_tabs.insert(name, session);
+            }
+            Action::TabGone(name) => {
+                self.other_tabs.remove(&name);
+            }
+            Action::TabTook(name) => {
+                if self.me.as_ref().is_some_and(|(_, me)| *me == name) {
+                    self.moved_to_tab = true;
+                }
+                self.other_tabs.remove(&name);
+            }
+            Action::HistoryLoaded(stored) => {
+                self.merge_history(stored);
+                self.history_loaded = true;
             }
             Action::TransferStarted {
                 id,
@@ -587,22 +740,65 @@ impl State {
         }
     }
 
-    /// Restored from storage after a reload: the new page's core does not
-    /// hold the messages the old page was still sending, so they cannot be
-    /// confirmed any more. They are shown as failed, with a retry action.
-    pub fn after_reload(&mut self) {
-        for m in self
-            .conversations
-            .values_mut()
-            .flat_map(|c| c.messages.iter_mut())
+    /// Puts the kept history under what this page has shown since it
+    /// opened. The page that was sending the kept history's unconfirmed
+    /// messages is gone, and this page's core does not hold them, so they
+    /// cannot be confirmed any more: they are shown as failed, with Retry.
+    fn merge_history(&mut self, stored: Vec<Stored>) {
+        for Stored {
+            peer,
+            conversation: mut kept,
+            names,
+        } in stored
         {
-            if let Some((n, Delivery::Sending)) = m.own {
-                m.own = Some((
-                    n,
-                    Delivery::Failed("not confirmed before the page was reloaded".into()),
-                ));
+            for (user, name) in names {
+                self.names.entry(user).or_insert(name);
             }
+            for m in &mut kept.messages {
+                if let Some((n, Delivery::Sending)) = m.own {
+                    m.own = Some((
+                        n,
+                        Delivery::Failed("not confirmed before the page was closed".into()),
+                    ));
+                }
+            }
+            let open = self.active == Some(peer);
+            let c = self.conversation(peer);
+            let mut messages = kept.messages;
+            for m in c.messages.drain(..) {
+                if !messages.iter().any(|k| k.same_as(&m)) {
+                    messages.push(m);
+                }
+            }
+            c.messages = messages;
+            if !open {
+                if c.unread == 0 {
+                    c.first_unread = kept.first_unread;
+                }
+                c.unread += kept.unread;
+            }
+            trim(c);
         }
+    }
+
+    /// A conversation as the history keeps it, with the names it needs.
+    pub fn stored(&self, peer: Peer) -> Option<Stored> {
+        let conversation = self.conversations.get(&peer)?.clone();
+        let mut users: Vec<u64> = conversation.messages.iter().map(|m| m.from).collect();
+        if let Peer::User(u) = peer {
+            users.push(u);
+        }
+        users.sort_unstable();
+        users.dedup();
+        let names = users
+            .into_iter()
+            .filter_map(|u| Some((u, self.names.get(&u)?.clone())))
+            .collect();
+        Some(Stored {
+            peer,
+            conversation,
+            names,
+        })
     }
 
     /// Unread messages over every conversation but the open one.
@@ -641,30 +837,6 @@ pub fn as_sentence(text: &str, fallback: &str) -> String {
         out.push('.');
     }
     out
-}
-
-/// JSON maps need string keys; conversations are stored as a list of pairs.
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::{Conversation, Peer};
-
-    pub(super) fn serialize<S: Serializer>(
-        map: &BTreeMap<Peer, Conversation>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        map.iter().collect::<Vec<_>>().serialize(s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<Peer, Conversation>, D::Error> {
-        Ok(Vec::<(Peer, Conversation)>::deserialize(d)?
-            .into_iter()
-            .collect())
-    }
 }
 
 fn trim(c: &mut Conversation) {
@@ -706,6 +878,7 @@ mod tests {
             delivery,
             broadcast,
             text: format!("#{delivery}"),
+            at_ms: 1_000_000_000_000,
         }
     }
 
@@ -888,6 +1061,7 @@ mod tests {
                 peer: Peer::User(2),
                 number: n,
                 text: "hi".into(),
+                at_ms: 1_000_000_000_000,
             });
         }
         s.apply(Action::Sent(10));
@@ -903,6 +1077,70 @@ mod tests {
         );
         s.apply(Action::Discard(11));
         assert_eq!(s.conversations[&Peer::User(2)].messages.len(), 1);
+    }
+
+    #[test]
+    fn a_phone_goes_from_the_list_to_a_conversation_and_back_and_to_the_files() {
+        let mut s = signed_in();
+        assert_eq!(s.view, View::List, "a phone starts at the list");
+        s.apply(Action::Open(Peer::User(2)));
+        assert_eq!(s.view, View::Conversation);
+        s.apply(Action::Show(View::List));
+        assert_eq!(s.view, View::List);
+        assert_eq!(
+            s.active,
+            Some(Peer::User(2)),
+            "still the open one on wide screens"
+        );
+        s.apply(Action::Show(View::Files));
+        assert_eq!(s.view, View::Files);
+        s.apply(Action::SignedOut);
+        assert_eq!(s.view, View::List);
+    }
+
+    #[test]
+    fn a_session_taken_by_a_tab_of_this_browser_says_so() {
+        let mut s = signed_in();
+        s.apply(Action::SessionMoved);
+        assert!(s
+            .notice
+            .as_deref()
+            .unwrap()
+            .contains("another tab or window"));
+        s.apply(Action::TabTook("someone else".into()));
+        assert!(!s.moved_to_tab);
+        s.apply(Action::TabTook("me".into()));
+        s.apply(Action::SessionMoved);
+        assert!(s
+            .notice
+            .as_deref()
+            .unwrap()
+            .contains("another tab of this browser"));
+        s.apply(Action::SignedIn {
+            user: 1,
+            name: "me".into(),
+            protected: None,
+        });
+        assert!(!s.moved_to_tab, "taken back");
+    }
+
+    #[test]
+    fn other_tabs_are_listed_until_they_go() {
+        let mut s = State::default();
+        s.apply(Action::TabHere("ann".into(), 7));
+        s.apply(Action::TabHere("bo".into(), 8));
+        s.apply(Action::TabHere("ann".into(), 9));
+        s.apply(Action::TabGone("bo".into()));
+        assert_eq!(
+            s.other_tabs.iter().collect::<Vec<_>>(),
+            vec![(&"ann".to_owned(), &9)]
+        );
+        s.apply(Action::SignedIn {
+            user: 1,
+            name: "ann".into(),
+            protected: None,
+        });
+        assert!(s.other_tabs.is_empty(), "taken here");
     }
 
     #[test]
@@ -924,23 +1162,88 @@ mod tests {
     }
 
     #[test]
-    fn messages_still_sending_at_a_reload_are_offered_for_retry() {
-        let mut s = signed_in();
+    fn messages_still_sending_when_the_page_closed_are_offered_for_retry() {
+        let mut old_page = signed_in();
         for n in [1, 2] {
-            s.apply(Action::Sending {
+            old_page.apply(Action::Sending {
                 peer: Peer::Everyone,
                 number: n,
                 text: "hi".into(),
+                at_ms: 1_000_000_000_000,
             });
         }
-        s.apply(Action::Sent(1));
-        s.after_reload();
+        old_page.apply(Action::Sent(1));
+        let kept = old_page.stored(Peer::Everyone).unwrap();
+        let mut s = signed_in();
+        s.apply(Action::HistoryLoaded(vec![kept]));
         let msgs = &s.conversations[&Peer::Everyone].messages;
         assert_eq!(msgs[0].own.as_ref().map(|(_, d)| d.as_str()), Some("sent"));
         assert_eq!(
             msgs[1].own.as_ref().map(|(_, d)| d.as_str()),
             Some("failed")
         );
+    }
+
+    #[test]
+    fn the_kept_history_goes_under_what_arrived_since_and_is_not_doubled() {
+        let mut old_page = signed_in();
+        old_page.apply(Action::Name(2, "bo".into()));
+        old_page.apply(incoming(2, 5, false));
+        old_page.apply(incoming(2, 6, false));
+        let kept = old_page.stored(Peer::User(2)).unwrap();
+        assert_eq!(kept.names, vec![(2, "bo".into())]);
+        let mut s = signed_in();
+        // Message 6 was redelivered (never acknowledged) and 7 is new.
+        s.apply(incoming(2, 6, false));
+        s.apply(incoming(2, 7, false));
+        s.apply(Action::HistoryLoaded(vec![kept]));
+        let c = &s.conversations[&Peer::User(2)];
+        let order: Vec<_> = c.messages.iter().map(|m| m.delivery).collect();
+        assert_eq!(order, vec![Some(5), Some(6), Some(7)]);
+        assert_eq!(c.unread, 4, "2 kept + 2 new, counted as they arrived");
+        assert_eq!(
+            c.first_unread,
+            Some(6),
+            "the first that arrived on this page"
+        );
+        assert_eq!(s.name_of(2), "bo", "the kept name of a user not online");
+    }
+
+    #[test]
+    fn kept_history_is_bounded_too() {
+        let mut old_page = signed_in();
+        for d in 0..HISTORY as u64 {
+            old_page.apply(incoming(2, d, false));
+        }
+        let kept = old_page.stored(Peer::User(2)).unwrap();
+        let mut s = signed_in();
+        for d in 1000..1010 {
+            s.apply(incoming(2, d, false));
+        }
+        s.apply(Action::HistoryLoaded(vec![kept]));
+        let c = &s.conversations[&Peer::User(2)];
+        assert_eq!(c.messages.len(), HISTORY);
+        assert_eq!(c.messages[0].delivery, Some(10), "the oldest went first");
+        assert_eq!(c.messages[HISTORY - 1].delivery, Some(1009));
+    }
+
+    #[test]
+    fn opening_a_conversation_marks_where_the_unread_messages_start() {
+        let mut s = signed_in();
+        s.apply(incoming(2, 5, false));
+        s.apply(Action::Open(Peer::User(2)));
+        assert_eq!(s.marker, Some((Peer::User(2), 5)));
+        s.apply(Action::Open(Peer::Everyone));
+        assert_eq!(s.marker, None);
+        s.apply(incoming(2, 6, false));
+        s.apply(incoming(2, 7, false));
+        s.apply(Action::Open(Peer::User(2)));
+        assert_eq!(s.marker, Some((Peer::User(2), 6)));
+        // Messages read while the conversation is open move no marker.
+        s.apply(incoming(2, 8, false));
+        assert_eq!(s.marker, Some((Peer::User(2), 6)));
+        s.apply(Action::Open(Peer::Everyone));
+        assert_eq!(s.marker, None);
     }
 
     #[test]
@@ -1033,12 +1336,16 @@ mod tests {
     }
 
     #[test]
-    fn state_survives_a_round_trip_through_storage() {
+    fn the_tab_keeps_who_you_are_and_the_history_keeps_the_messages() {
         let mut s = signed_in();
         s.apply(incoming(2, 5, false));
         let json = serde_json::to_string(&s).unwrap();
         let back: State = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.conversations, s.conversations);
         assert_eq!(back.me, s.me);
+        assert_eq!(back.active, s.active);
+        assert!(back.conversations.is_empty());
+        let kept = s.stored(Peer::User(2)).unwrap();
+        let json = serde_json::to_string(&kept).unwrap();
+        assert_eq!(serde_json::from_str::<Stored>(&json).unwrap(), kept);
     }
 }

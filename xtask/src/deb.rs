@@ -9,8 +9,9 @@ use crate::tools::{sh, Tools};
 const CARGO_DEB: &str = "3.8.0";
 
 /// Installs cargo-deb when missing, builds the web app and the three
-/// programs in release mode (the gateway with the app inside), packs them with the units and settings, and prints the package's
-/// path, size and contents.
+/// programs in release mode (the gateway with the app inside), packs them
+/// with the units and settings, and prints the package's path, size and
+/// contents.
 pub(crate) fn deb() -> Result<()> {
     let tools = Tools::ensure_all(false)?;
     if !tools.has("cargo", &["deb", "--version"], |v| {

@@ -182,23 +182,7 @@ impl Tools {
         if missing.is_empty() {
             return Ok(());
         }
-        let root = output("id", &["-u"]).is_some_and(|u| u == "0");
-        let apt = |args: &[&str]| -> Result<()> {
-            let mut c = if root {
-                Command::new("apt-get")
-            } else {
-                Command::new("sudo")
-            };
-            if !root {
-                c.arg("apt-get");
-            }
-            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-            sh(&mut c)
-        };
-        apt(&["update"])?;
-        let mut install = vec!["install", "-y"];
-        install.extend(missing);
-        apt(&install)
+        apt_install(&missing)
     }
 
     fn cargo_fuzz(&self) -> Result<()> {
@@ -221,4 +205,23 @@ impl Tools {
             .cmd("cargo")
             .args(["install", "cargo-fuzz", "--locked"]))
     }
+}
+
+/// Installs Debian packages (through sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root = output("id", &["-u"]).is_some_and(|u| u == "0");
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
+        if !root {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut c)
+    };
+    apt(&["update"])?;
+    apt(&[&["install", "-y"][..], packages].concat())
 }

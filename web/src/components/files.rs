@@ -19,6 +19,8 @@ pub struct Props {
     pub on_cancel: Callback<u64>,
     /// Removes a finished transfer from the list.
     pub on_dismiss: Callback<u64>,
+    /// Back to the conversation list (on a phone).
+    pub on_back: Callback<()>,
 }
 
 /// The right column.
@@ -95,7 +97,11 @@ pub fn FilesPanel(props: &Props) -> Html {
     });
     html! {
         <section class="files-panel" data-testid="files-panel" aria-labelledby="files-title">
-            <h2 id="files-title">{ "Files" }</h2>
+            <div class="pane-head">
+                <button type="button" class="back phone-only" data-testid="files-back"
+                    aria-label="Back to conversations" onclick={props.on_back.reform(|_| ())}>{ "‹" }</button>
+                <h2 id="files-title">{ "Files" }</h2>
+            </div>
             <label class="upload">
                 <span>{ "Upload files (or drop them anywhere)" }</span>
                 <input type="file" multiple=true data-testid="upload-input" aria-label="Upload files" {onchange} />

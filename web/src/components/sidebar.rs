@@ -11,6 +11,8 @@ pub struct Props {
     pub state: UseReducerHandle<State>,
     /// Opens a conversation.
     pub on_open: Callback<Peer>,
+    /// Shows the files (on a phone, where they are a view of their own).
+    pub on_files: Callback<()>,
 }
 
 /// The left column.
@@ -65,7 +67,11 @@ pub fn Sidebar(props: &Props) -> Html {
     html! {
         <aside class="sidebar">
             <nav aria-label="Conversations">
-                <h2>{ "Conversations" }</h2>
+                <div class="pane-head">
+                    <h2>{ "Conversations" }</h2>
+                    <button type="button" class="phone-only" data-testid="show-files"
+                        onclick={props.on_files.reform(|_| ())}>{ "Files" }</button>
+                </div>
                 <ul>{ for conversations }</ul>
             </nav>
             <section aria-label="Online users">

@@ -25,6 +25,10 @@ pub struct Props {
     pub busy: bool,
     /// Called with the name and password.
     pub on_sign_in: Callback<Credentials>,
+    /// Names signed in in other tabs of this browser, with their sessions.
+    pub other_tabs: std::collections::BTreeMap<String, u64>,
+    /// Takes one of those sessions over: (name, session).
+    pub on_use_here: Callback<(String, u64)>,
 }
 
 /// Asks for a name and, optionally, its password; shows why an attempt was
@@ -126,10 +130,23 @@ pub fn SignIn(props: &Props) -> Html {
     } else {
         "Only if your name has one. A name without a password gets this one."
     };
+    let other_tabs = props.other_tabs.iter().map(|(name, &session)| {
+        let on_use_here = props.on_use_here.clone();
+        let taken = name.clone();
+        html! {
+            <p class="other-tab" data-testid="other-tab" data-name={name.clone()}>
+                <span>{ format!("{name} is open in another tab of this browser.") }</span>
+                <button type="button" data-testid="use-here"
+                    aria-label={format!("Use {name} here instead")}
+                    onclick={move |_| on_use_here.emit((taken.clone(), session))}>{ "Use here" }</button>
+            </p>
+        }
+    });
     html! {
         <main class="sign-in">
             <form {onsubmit} aria-labelledby="sign-in-title">
                 <h1 id="sign-in-title">{ "Join the chat" }</h1>
+                { for other_tabs }
                 <label for="name">{ "Your name" }</label>
                 <input id="name" ref={name_ref} data-testid="name-input" autocomplete="username"
                     maxlength="64" required=true autofocus=true
