@@ -8,9 +8,10 @@ use crate::tools::{sh, Tools};
 /// The cargo-deb the package's metadata (gateway/Cargo.toml) is written for.
 const CARGO_DEB: &str = "3.8.0";
 
-/// Installs cargo-deb when missing, builds the three programs in release
-/// mode, packs them with the units and settings, and prints the package's
-/// path, size and contents.
+/// Installs cargo-deb when missing, builds the web app and the three
+/// programs in release mode (the gateway with the app inside), packs them
+/// with the units and settings, and prints the package's path, size and
+/// contents.
 pub(crate) fn deb() -> Result<()> {
     let tools = Tools::ensure_all(false)?;
     if !tools.has("cargo", &["deb", "--version"], |v| {
@@ -19,6 +20,10 @@ pub(crate) fn deb() -> Result<()> {
         sh(tools
             .cmd("cargo")
             .args(["install", "cargo-deb", "--locked", "--version", CARGO_DEB]))?;
+    }
+    // The app first: the gateway embeds it when it is compiled.
+    if tools.root.join("web").exists() {
+        sh(tools.cmd("trunk").args(["build", "--release", "--offline"]))?;
     }
     // cargo-deb builds only the package it is given; the .deb holds the
     // programs of three.
