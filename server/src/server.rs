@@ -259,6 +259,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(&format!("cannot create {}", config.data_dir.display())))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     raise_open_files_limit();
     let limits = StoreLimits {
         mailbox_messages: config.max_mailbox_messages,
@@ -320,7 +321,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tracker: TaskTracker::new(),
         tls,
     });
-    let done = tokio::spawn(run(listener, doors.clone(), store_thread));
+    let doors_for_run = doors.clone();
+    let done = tokio::spawn(async move {
+        run(listener, doors_for_run, store_thread).await;
+        // Held until the store is closed.
+        drop(lock);
+    });
     Ok(RunningServer { addr, doors, done })
 }
 
@@ -410,6 +416,40 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, ctx: &Context, limit: usiz
             stream.shutdown().await
         })
         .await;
+    }
+}
+
+/// Takes the data directory for this process: two servers on one
+/// directory would hand out the same numbers, since each keeps its
+/// counters in memory. The lock is the kernel's (`flock`), so it ends with
+/// the process, however that ends; the operator's commands (`account`,
+/// `backup`) do not take it and run beside the server.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::Io {
+            what: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(StartError::Io {
+            what: format!(
+                "another chat server is using {} (it holds {})",
+                dir.display(),
+                path.display()
+            ),
+            source: std::io::Error::from(e),
+        }),
+        Err(e) => Err(StartError::Io {
+            what: format!("cannot lock {}", path.display()),
+            source: std::io::Error::from(e),
+        }),
     }
 }
 

@@ -84,3 +84,20 @@ async fn kill_9_during_an_upload_loses_no_acknowledged_message_and_shows_no_part
         .collect();
     assert_eq!(leftovers, vec![complete.to_string()]);
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    config.sync = "normal".into();
+    let first = server::start(config.clone()).await.unwrap();
+    let refused = server::start(config.clone()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("another chat server is using"),
+        "{refused}"
+    );
+    // Once the first has stopped, the directory is free.
+    first.shutdown().await;
+    let again = server::start(config).await.unwrap();
+    again.shutdown().await;
+}
