@@ -462,6 +462,11 @@ impl Store {
         self.read(sqlite::reads::files).await
     }
 
+    /// Direct messages stored and not yet acknowledged, in all mailboxes.
+    pub async fn queued_total(&self) -> Result<u64, StoreError> {
+        self.read(sqlite::reads::queued_total).await
+    }
+
     /// Removes session records older than `session_age` and, when
     /// `mail_age` is set, unread messages older than it.
     pub async fn prune(
