@@ -235,7 +235,8 @@ impl Policy {
                     at_ms: wall_ms,
                 }));
             }
-            Event::TransferStarted { .. } => {}
+            // The app uploads whole bytes for now.
+            Event::TransferStarted { .. } | Event::UploadWants { .. } => {}
             Event::DownloadData { transfer, data, .. } => {
                 out.push(Effect::DownloadData { transfer, data })
             }
