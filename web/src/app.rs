@@ -368,7 +368,8 @@ pub fn App() -> Html {
     });
     html! {
         <div class="app" {ondragover} {ondrop}
-            data-history={if state.history_loaded { "loaded" } else { "loading" }}>
+            data-history={if state.history_loaded { "loaded" } else { "loading" }}
+            data-wasm-memory={browser::wasm_memory_bytes().to_string()}>
             <Header state={state.clone()} {on_sign_out} {on_reconnect} {on_password} {on_notifications} />
             { for notice }
             if signed_in && state.password_form.is_open() {
@@ -396,17 +397,12 @@ pub fn files_of(list: &web_sys::FileList) -> Vec<web_sys::File> {
     (0..list.length()).filter_map(|i| list.get(i)).collect()
 }
 
-/// Reads each file and hands its bytes to the connection.
+/// Hands each file to the connection, which reads it in slices as the
+/// upload needs them.
 fn upload_callback(conn: Rc<connection::Shared>) -> Callback<Vec<web_sys::File>> {
     Callback::from(move |files: Vec<web_sys::File>| {
         for file in files {
-            let conn = conn.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                match browser::read_file(&file).await {
-                    Ok(bytes) => Connection::upload(&conn, &file.name(), bytes),
-                    Err(e) => Connection::notice(&conn, e),
-                }
-            });
+            Connection::upload(&conn, file);
         }
     })
 }

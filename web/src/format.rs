@@ -36,6 +36,27 @@ pub fn percent(done: u64, total: u64) -> u32 {
     ((done.min(total) as f64 / total as f64) * 100.0).round() as u32
 }
 
+/// An icon and a word for a file's kind, from its name's extension.
+pub fn kind(name: &str) -> (&'static str, &'static str) {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" | "jpg" | "jpeg" | "gif" | "webp" | "svg" | "bmp" | "heic" | "avif" => ("🖼", "image"),
+        "mp3" | "wav" | "ogg" | "flac" | "m4a" | "opus" => ("🎵", "audio"),
+        "mp4" | "mkv" | "webm" | "mov" | "avi" => ("🎬", "video"),
+        "pdf" => ("📕", "PDF"),
+        "txt" | "md" | "doc" | "docx" | "odt" | "rtf" => ("📄", "document"),
+        "csv" | "xls" | "xlsx" | "ods" => ("📊", "spreadsheet"),
+        "ppt" | "pptx" | "odp" | "key" => ("📽", "presentation"),
+        "zip" | "gz" | "tgz" | "tar" | "7z" | "rar" | "xz" | "bz2" | "zst" => ("🗜", "archive"),
+        "rs" | "js" | "ts" | "py" | "c" | "h" | "cpp" | "go" | "java" | "json" | "toml"
+        | "yaml" | "yml" | "html" | "css" | "sh" => ("⌨", "code"),
+        _ => ("📎", "file"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +70,16 @@ mod tests {
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(10 * 1024 * 1024), "10 MiB");
         assert_eq!(size(u64::from(u32::MAX)), "4.0 GiB");
+    }
+
+    #[test]
+    fn a_file_kind_comes_from_its_extension() {
+        assert_eq!(kind("Photo.JPG").1, "image");
+        assert_eq!(kind("report.pdf").1, "PDF");
+        assert_eq!(kind("backup.tar.gz").1, "archive");
+        assert_eq!(kind("README").1, "file");
+        assert_eq!(kind(".bashrc").1, "file");
+        assert_eq!(kind("x.").1, "file");
     }
 
     #[test]
