@@ -97,6 +97,10 @@ pub async fn read_slice(blob: &web_sys::Blob, offset: u64, len: u64) -> Result<V
 pub fn wasm_memory_bytes() -> u32 {
     wasm_bindgen::memory()
         .dyn_into::<js_sys::WebAssembly::Memory>()
-        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length())
+        .map(|m| {
+            m.buffer()
+                .unchecked_into::<js_sys::ArrayBuffer>()
+                .byte_length()
+        })
         .unwrap_or(0)
 }

@@ -36,24 +36,27 @@ pub fn percent(done: u64, total: u64) -> u32 {
     ((done.min(total) as f64 / total as f64) * 100.0).round() as u32
 }
 
-/// An icon and a word for a file's kind, from its name's extension.
+/// A short badge and a word for a file's kind, from its name's extension
+/// (text, not emoji: it reads the same on every system's fonts).
 pub fn kind(name: &str) -> (&'static str, &'static str) {
     let ext = name
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     match ext.as_str() {
-        "png" | "jpg" | "jpeg" | "gif" | "webp" | "svg" | "bmp" | "heic" | "avif" => ("🖼", "image"),
-        "mp3" | "wav" | "ogg" | "flac" | "m4a" | "opus" => ("🎵", "audio"),
-        "mp4" | "mkv" | "webm" | "mov" | "avi" => ("🎬", "video"),
-        "pdf" => ("📕", "PDF"),
-        "txt" | "md" | "doc" | "docx" | "odt" | "rtf" => ("📄", "document"),
-        "csv" | "xls" | "xlsx" | "ods" => ("📊", "spreadsheet"),
-        "ppt" | "pptx" | "odp" | "key" => ("📽", "presentation"),
-        "zip" | "gz" | "tgz" | "tar" | "7z" | "rar" | "xz" | "bz2" | "zst" => ("🗜", "archive"),
+        "png" | "jpg" | "jpeg" | "gif" | "webp" | "svg" | "bmp" | "heic" | "avif" => {
+            ("IMG", "image")
+        }
+        "mp3" | "wav" | "ogg" | "flac" | "m4a" | "opus" => ("AUD", "audio"),
+        "mp4" | "mkv" | "webm" | "mov" | "avi" => ("VID", "video"),
+        "pdf" => ("PDF", "PDF"),
+        "txt" | "md" | "doc" | "docx" | "odt" | "rtf" => ("DOC", "document"),
+        "csv" | "xls" | "xlsx" | "ods" => ("XLS", "spreadsheet"),
+        "ppt" | "pptx" | "odp" | "key" => ("PPT", "presentation"),
+        "zip" | "gz" | "tgz" | "tar" | "7z" | "rar" | "xz" | "bz2" | "zst" => ("ZIP", "archive"),
         "rs" | "js" | "ts" | "py" | "c" | "h" | "cpp" | "go" | "java" | "json" | "toml"
-        | "yaml" | "yml" | "html" | "css" | "sh" => ("⌨", "code"),
-        _ => ("📎", "file"),
+        | "yaml" | "yml" | "html" | "css" | "sh" => ("</>", "code"),
+        _ => ("FILE", "file"),
     }
 }
 

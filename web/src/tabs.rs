@@ -18,39 +18,35 @@ use yew::Callback;
 
 const CHANNEL: &str = "chat-tabs";
 
-/// What tabs tell each other. Every note names the server (the WebSocket
-/// URL), so tabs of two chats under one origin do not mix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Note {
-    /// Who is signed in? (From a tab that is not.)
-    Who {
-        /// The server asked about.
-        server: String,
-    },
-    /// A tab is signed in as `name` with this session.
-    Here {
-        /// The server.
-        server: String,
-        /// The name.
-        name: String,
-        /// The session, to take over.
-        session: u64,
-    },
-    /// A tab signed out (or closed) as `name`.
-    Gone {
-        /// The server.
-        server: String,
-        /// The name.
-        name: String,
-    },
-    /// A tab is taking `name`'s session over.
-    Took {
-        /// The server.
-        server: String,
-        /// The name.
-        name: String,
-    },
+/// What tabs tell each other: `kind` is `who` (who is signed in?), `here`
+/// (a tab is signed in as `name` with `session`), `gone` (a tab signed out
+/// as `name`) or `took` (a tab takes `name`'s session). Every note names
+/// the server (the WebSocket URL), so tabs of two chats under one origin
+/// do not mix. A flat struct rather than a tagged enum: serde's tagged
+/// enums cost several kilobytes of wasm.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Note {
+    /// What the note says.
+    pub kind: String,
+    /// The server.
+    pub server: String,
+    /// The name, but for `who`.
+    #[serde(default)]
+    pub name: String,
+    /// The session, for `here`.
+    #[serde(default)]
+    pub session: u64,
+}
+
+impl Note {
+    fn new(kind: &str, server: &str, name: &str, session: u64) -> Self {
+        Note {
+            kind: kind.to_owned(),
+            server: server.to_owned(),
+            name: name.to_owned(),
+            session,
+        }
+    }
 }
 
 /// What the app hears from other tabs of the same server.
@@ -92,26 +88,18 @@ impl Tabs {
             else {
                 return;
             };
-            match note {
-                Note::Who { server } if server == ours => {
+            if note.server != ours {
+                return;
+            }
+            match note.kind.as_str() {
+                "who" => {
                     if let Some((name, session)) = mine() {
-                        post(
-                            &reply,
-                            &Note::Here {
-                                server,
-                                name,
-                                session,
-                            },
-                        );
+                        post(&reply, &Note::new("here", &ours, &name, session));
                     }
                 }
-                Note::Here {
-                    server,
-                    name,
-                    session,
-                } if server == ours => heard.emit(Heard::Here(name, session)),
-                Note::Gone { server, name } if server == ours => heard.emit(Heard::Gone(name)),
-                Note::Took { server, name } if server == ours => heard.emit(Heard::Took(name)),
+                "here" => heard.emit(Heard::Here(note.name, note.session)),
+                "gone" => heard.emit(Heard::Gone(note.name)),
+                "took" => heard.emit(Heard::Took(note.name)),
                 _ => {}
             }
         });
@@ -125,46 +113,25 @@ impl Tabs {
 
     /// Asks the other tabs who is signed in.
     pub fn ask(&self) {
-        post(
-            &self.channel,
-            &Note::Who {
-                server: self.server.clone(),
-            },
-        );
+        post(&self.channel, &Note::new("who", &self.server, "", 0));
     }
 
     /// Tells the other tabs this one is signed in.
     pub fn here(&self, name: &str, session: u64) {
         post(
             &self.channel,
-            &Note::Here {
-                server: self.server.clone(),
-                name: name.to_owned(),
-                session,
-            },
+            &Note::new("here", &self.server, name, session),
         );
     }
 
     /// Tells the other tabs this one is no longer signed in as `name`.
     pub fn gone(&self, name: &str) {
-        post(
-            &self.channel,
-            &Note::Gone {
-                server: self.server.clone(),
-                name: name.to_owned(),
-            },
-        );
+        post(&self.channel, &Note::new("gone", &self.server, name, 0));
     }
 
     /// Tells the tab signed in as `name` that this one takes its session.
     pub fn took(&self, name: &str) {
-        post(
-            &self.channel,
-            &Note::Took {
-                server: self.server.clone(),
-                name: name.to_owned(),
-            },
-        );
+        post(&self.channel, &Note::new("took", &self.server, name, 0));
     }
 }
 
@@ -189,14 +156,16 @@ mod tests {
 
     #[test]
     fn notes_read_back_as_written_and_strangers_words_do_not_read() {
-        let note = Note::Here {
-            server: "ws://h/ws".into(),
-            name: "ann".into(),
-            session: u64::MAX,
-        };
+        let note = Note::new("here", "ws://h/ws", "ann", u64::MAX);
         let json = serde_json::to_string(&note).unwrap();
         assert_eq!(serde_json::from_str::<Note>(&json).unwrap(), note);
-        assert!(serde_json::from_str::<Note>(r#"{"kind":"here","server":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Note>(r#"{"kind":"here"}"#).is_err(),
+            "no server"
+        );
+        assert!(
+            serde_json::from_str::<Note>(r#"{"kind":"here","server":"x","session":-1}"#).is_err()
+        );
         assert!(serde_json::from_str::<Note>("not json").is_err());
     }
 }

@@ -43,7 +43,7 @@ pub fn FilesPanel(props: &Props) -> Html {
         let kind = format::kind(&f.name);
         html! {
             <li class="file" data-testid="file" data-file-name={f.name.clone()}>
-                <span class="kind" role="img" aria-label={kind.1} title={kind.1}>{ kind.0 }</span>
+                <span class="kind" data-kind={kind.1} role="img" aria-label={kind.1} title={kind.1}>{ kind.0 }</span>
                 <span class="name" title={f.name.clone()}>{ f.name.clone() }</span>
                 <span class="size">{ format::size(u64::from(f.size)) }</span>
                 <button type="button" data-testid="download" aria-label={format!("Download {}", f.name)}
