@@ -1126,3 +1126,95 @@ async fn several_tabs_reconnect_after_a_gateway_restart_each_to_its_own_session(
     }
     chat.stop().await;
 }
+
+/// Saves a screenshot for the README: under `target/e2e/` always, and
+/// under `docs/screenshots/` when CHAT_UPDATE_SCREENSHOTS is set.
+async fn readme_screenshot(c: &fantoccini::Client, name: &str) {
+    screenshot(c, &format!("readme-{name}")).await;
+    if std::env::var_os("CHAT_UPDATE_SCREENSHOTS").is_some() {
+        let dir = e2e::root().join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn the_readme_screenshots_show_desktop_and_phone_in_light_and_dark() {
+    let chat = Chat::start().await;
+    let dark = serde_json::json!({ "args": [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--no-first-run", "--window-size=1280,800", "--blink-settings=preferredColorScheme=0"
+    ]});
+    let light = chat
+        .browser_with(serde_json::json!({ "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", "--window-size=1280,800", "--blink-settings=preferredColorScheme=1"
+        ]}))
+        .await;
+    let night = chat.browser_with(dark).await;
+    let phone = chat.phone().await;
+    sign_in(&light, "alice").await;
+    sign_in(&night, "bob").await;
+    sign_in(&phone, "carol").await;
+    let is_dark = night
+        .execute(
+            "return matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(is_dark, true, "the dark window prefers dark");
+
+    send(
+        &light,
+        "Morning all! Release notes: https://example.org/notes",
+    )
+    .await;
+    click(&night, "[data-testid=user][data-user-name=alice]").await;
+    for text in ["Hi Alice", "Reading them now.\nLooks good."] {
+        send(&night, text).await;
+    }
+    click(&light, "[data-testid=conversation][data-title=bob]").await;
+    wait_for_message(&light, "Hi Alice").await;
+    send(&light, "Great, thanks Bob").await;
+    wait_for_message(&night, "Great, thanks Bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.pdf");
+    std::fs::write(&path, vec![b'%'; 48 * 1024]).unwrap();
+    light
+        .find(Locator::Css("[data-testid=upload-input]"))
+        .await
+        .unwrap()
+        .send_keys(&path.to_string_lossy())
+        .await
+        .unwrap();
+    wait_for(&night, "[data-testid=file][data-file-name='plan.pdf']").await;
+    wait_for(&light, "[data-testid=file][data-file-name='plan.pdf']").await;
+    readme_screenshot(&light, "desktop-light").await;
+    readme_screenshot(&night, "desktop-dark").await;
+
+    click(&phone, "[data-testid=conversation][data-title=Everyone]").await;
+    wait_for_message(
+        &phone,
+        "Morning all! Release notes: https://example.org/notes",
+    )
+    .await;
+    readme_screenshot(&phone, "phone-light").await;
+    let phone_dark = chat
+        .browser_with(serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", "--blink-settings=preferredColorScheme=0"],
+            "mobileEmulation": { "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true } }
+        }))
+        .await;
+    sign_in(&phone_dark, "dave").await;
+    click(&phone_dark, "[data-testid=show-files]").await;
+    wait_for(&phone_dark, "[data-testid=file][data-file-name='plan.pdf']").await;
+    readme_screenshot(&phone_dark, "phone-dark-files").await;
+    for c in [light, night, phone, phone_dark] {
+        c.close().await.unwrap();
+    }
+    chat.stop().await;
+}
