@@ -184,7 +184,7 @@ impl Chat {
 
 async fn start_gateway(dist: &Path, server: &str, listen: &str) -> RunningGateway {
     let mut config = GatewayConfig::for_tests(std::env::temp_dir(), dist);
-    config.server = Some(server.to_owned());
+    config.server = vec![server.to_owned()];
     config.listen = listen.parse().expect("an address");
     gateway::start(config).await.expect("gateway starts")
 }

@@ -25,6 +25,29 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses `--base-path`: absolute, made of URL-safe path characters, no
+/// empty, `.` or `..` segment; a trailing `/` is added.
+pub fn parse_base_path(s: &str) -> Result<String, String> {
+    let Some(rest) = s.strip_prefix('/') else {
+        return Err(format!("`{s}` must start with /, as in /chat/"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok("/".into());
+    }
+    for segment in rest.split('/') {
+        let safe = segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c));
+        if segment.is_empty() || segment == "." || segment == ".." || !safe {
+            return Err(format!(
+                "`{s}` is not a plain path: use letters, digits and - . _ ~ between single slashes"
+            ));
+        }
+    }
+    Ok(format!("/{rest}/"))
+}
+
 /// How the gateway listens, where it tunnels to and its limits. The
 /// embedded chat server's own settings are flattened in as [`server::Config`].
 #[derive(Debug, Clone, Args)]
@@ -33,18 +56,39 @@ pub struct GatewayConfig {
     #[arg(long, env = "CHAT_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// A chat server running elsewhere (HOST:PORT). Without it, the gateway
+    /// Chat servers running elsewhere (HOST:PORT, comma-separated: the
+    /// nodes of a cluster). Each tunnel goes to the next node in turn, and
+    /// to the one after it if that node is down. Without it, the gateway
     /// runs an embedded chat server with the settings below.
-    #[arg(long, env = "CHAT_SERVER")]
-    pub server: Option<String>,
+    #[arg(long, env = "CHAT_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
 
     /// TCP address of the embedded chat server, for native clients (`chat`).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
     pub chat_listen: SocketAddr,
 
-    /// Directory of the built web app (trunk's output), served at `/`.
-    #[arg(long, env = "CHAT_WEB_DIR", default_value = "dist")]
-    pub web_dir: PathBuf,
+    /// A directory of the built web app (trunk's output) to serve instead
+    /// of the copy built into the gateway: for development.
+    #[arg(long, env = "CHAT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
+    /// The path everything is served under: the app, `ws` and `healthz`.
+    /// For a proxy that forwards `https://example.org/chat/`, give `/chat/`.
+    #[arg(long, env = "CHAT_BASE_PATH", default_value = "/", value_parser = parse_base_path)]
+    pub base_path: String,
+
+    /// Reverse proxies (CIDR, e.g. `127.0.0.1/32` for nginx on the same
+    /// machine) whose `Forwarded` or `X-Forwarded-For` header names the
+    /// browser's address, for the per-address limits, the logs and the
+    /// chat server. Other peers' headers are ignored.
+    #[arg(long, env = "CHAT_GATEWAY_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<IpNet>,
+
+    /// Start every connection to --server with a PROXY protocol v2 header
+    /// naming the browser's address; the server must list this gateway on
+    /// its --trusted-proxy. (An embedded server is told in process.)
+    #[arg(long, env = "CHAT_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
 
     /// Origins allowed to open the WebSocket besides the gateway's own
     /// (for example `https://other.example.org`); `*` allows any.
@@ -122,9 +166,12 @@ impl GatewayConfig {
     pub fn for_tests(data_dir: impl Into<PathBuf>, web_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            server: None,
+            server: Vec::new(),
             chat_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            web_dir: web_dir.into(),
+            web_dir: Some(web_dir.into()),
+            base_path: "/".into(),
+            trusted_proxy: Vec::new(),
+            proxy_protocol: false,
             allow_origin: Vec::new(),
             public_origin: Vec::new(),
             max_tunnels: 10_000,
@@ -244,5 +291,21 @@ mod tests {
         assert_eq!(seconds(f64::INFINITY), Duration::from_secs_f64(MAX_SECONDS));
         assert_eq!(seconds(f64::NAN), Duration::from_millis(10));
         assert_eq!(seconds(-3.0), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn base_paths_are_normalised_and_unsafe_ones_refused() {
+        assert_eq!(parse_base_path("/").unwrap(), "/");
+        assert_eq!(parse_base_path("/chat").unwrap(), "/chat/");
+        assert_eq!(parse_base_path("/chat/").unwrap(), "/chat/");
+        assert_eq!(parse_base_path("/team/chat-1/").unwrap(), "/team/chat-1/");
+        for bad in [
+            "chat", "/a//b/", "/../x", "/a/./b", "/a b/", "/\"x\"/", "/<x>/",
+        ] {
+            assert!(parse_base_path(bad).is_err(), "{bad} accepted");
+        }
+        let c = parse(&["--base-path", "/chat", "--trusted-proxy", "127.0.0.1/32"]).unwrap();
+        assert_eq!(c.base_path, "/chat/");
+        assert_eq!(c.trusted_proxy.len(), 1);
     }
 }

@@ -8,7 +8,9 @@
 //! - [`app`]: the routes: `/ws`, `/healthz`, the web app.
 //! - [`tunnel`]: the two byte pumps between a WebSocket and a TCP connection.
 //! - [`origin`]: the `Origin` check against cross-site WebSocket hijacking.
-//! - [`static_files`]: the web app with content types, compression and cache headers.
+//! - [`forwarded`]: the browser's address behind trusted reverse proxies.
+//! - [`static_files`]: the web app (built in, or `--web-dir`) with content
+//!   types, compression, cache headers and the base path.
 //! - [`serve`]: binding, optional TLS, the embedded server, graceful shutdown.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -18,6 +20,7 @@
 
 pub mod app;
 pub mod config;
+pub mod forwarded;
 pub mod origin;
 pub mod serve;
 pub mod static_files;

@@ -15,8 +15,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, AppState};
+use crate::app::{self, AppState, Nodes, Upstream};
 use crate::config::GatewayConfig;
+use crate::forwarded::TrustedProxies;
 use crate::origin::OriginPolicy;
 
 /// Why the gateway could not start.
@@ -52,7 +53,8 @@ impl RunningGateway {
         self.addr
     }
 
-    /// The chat server's TCP address (the embedded one, or `--server`).
+    /// The chat server's TCP address (the embedded one), or the `--server`
+    /// nodes, comma-separated.
     pub fn server_addr(&self) -> &str {
         &self.server_addr
     }
@@ -124,14 +126,19 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GatewayError {
 /// Starts the embedded chat server (unless `--server` names one), binds
 /// the listener and serves in the background.
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
-    let (server_addr, embedded) = match &config.server {
-        Some(addr) => (addr.clone(), None),
-        None => {
-            let mut chat = config.chat.clone();
-            chat.listen = config.chat_listen;
-            let running = server::start(chat).await?;
-            (running.local_addr().to_string(), Some(running))
-        }
+    let (server_addr, upstream, embedded) = if config.server.is_empty() {
+        let mut chat = config.chat.clone();
+        chat.listen = config.chat_listen;
+        let running = server::start(chat).await?;
+        let upstream = Upstream::Embedded(running.connector());
+        (running.local_addr().to_string(), upstream, Some(running))
+    } else {
+        let nodes = Nodes::new(config.server.clone(), config.proxy_protocol);
+        (
+            config.server.join(","),
+            Upstream::Remote(Arc::new(nodes)),
+            None,
+        )
     };
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
@@ -165,7 +172,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     let shutdown = CancellationToken::new();
     let header_read_timeout = config.header_read_timeout();
     let state = AppState {
-        server_addr: server_addr.clone(),
+        upstream,
+        proxies: Arc::new(TrustedProxies::new(config.trusted_proxy.clone())),
         tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
         peers: PeerLimits::new(config.peer_limits()),
         origins: Arc::new(OriginPolicy {

@@ -1,16 +1,31 @@
-//! Serving the built web app: right content types, compression, and cache
-//! headers that keep hashed trunk assets forever and `index.html` never.
+//! Serving the web app: the copy built into the gateway (or a directory
+//! given with `--web-dir`), with the right content types, compression,
+//! `ETag`s, and cache headers that keep hashed trunk assets forever and
+//! revalidate `index.html` every time.
+//!
+//! `index.html` is served with a `<base href>` of the gateway's base path,
+//! so the app's relative asset links and its WebSocket address (`ws`,
+//! relative to the document's base) work under a sub-path such as
+//! `/chat/`, whatever the address the page was opened at.
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Router;
 use tower_http::compression::CompressionLayer;
-use tower_http::services::{ServeDir, ServeFile};
+
+/// The web app built by trunk when the gateway was compiled (see build.rs);
+/// empty when it had not been built.
+#[derive(rust_embed::Embed)]
+#[folder = "$CHAT_WEB_DIST"]
+#[allow_missing = true]
+struct Embedded;
 
 /// Whether a file name carries a content hash, as trunk's assets do
 /// (`web-0123456789abcdef_bg.wasm`): such a file never changes.
@@ -22,49 +37,167 @@ fn is_hashed(path: &str) -> bool {
         .is_some_and(|(_, hash)| hash.len() >= 16 && hash.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-async fn cache_headers(req: Request, next: Next) -> Response {
-    let hashed = is_hashed(req.uri().path());
-    let mut res = next.run(req).await;
-    if res.status() == StatusCode::OK {
-        let value = if hashed {
-            "public, max-age=31536000, immutable"
-        } else {
-            "no-cache"
-        };
-        res.headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static(value));
-    }
-    res
+const NOT_BUILT: &str = "<!doctype html><title>Chat</title><h1>The web app is not built</h1>\
+<p>This gateway was compiled before the web app was built. Build it and then the gateway:</p>\
+<pre>cargo xtask run</pre><p>or <code>trunk build --release</code> followed by \
+<code>cargo build --release -p gateway</code>. To serve a built copy without rebuilding, pass its \
+directory with <code>--web-dir</code>.</p><p>The chat tunnel at <code>ws</code> works meanwhile, \
+for native clients.</p>";
+
+/// Where the app's files come from.
+#[derive(Debug)]
+enum Source {
+    Embedded,
+    Dir(PathBuf),
 }
 
-const NOT_BUILT: &str = "<!doctype html><title>Chat</title><p>The web app has not been built. \
-Run <code>cargo xtask run</code>, or <code>trunk build --release</code> and pass its output with \
-<code>--web-dir</code>.</p>";
+/// One file, ready to send.
+struct Asset {
+    body: Cow<'static, [u8]>,
+    mime: String,
+    etag: Option<String>,
+}
 
-/// The router for everything that is not `/ws` or `/healthz`.
-pub fn router(web_dir: &Path) -> Router {
-    let index = web_dir.join("index.html");
-    if !index.exists() {
-        tracing::warn!(dir = %web_dir.display(), "no web app found; serving a notice at /");
+/// The app's files and the base path its `index.html` is given.
+#[derive(Debug)]
+struct WebApp {
+    source: Source,
+    base_path: String,
+}
+
+impl WebApp {
+    async fn get(&self, path: &str) -> Option<Asset> {
+        match &self.source {
+            Source::Embedded => {
+                let file = Embedded::get(path)?;
+                Some(Asset {
+                    mime: file.metadata.mimetype().to_owned(),
+                    etag: Some(etag(&file.metadata.sha256_hash())),
+                    body: file.data,
+                })
+            }
+            Source::Dir(dir) => {
+                let relative = Path::new(path);
+                // Only plain names: no `..`, no root, no prefix.
+                if !relative
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)))
+                {
+                    return None;
+                }
+                let body = tokio::fs::read(dir.join(relative)).await.ok()?;
+                Some(Asset {
+                    mime: mime_guess::from_path(relative)
+                        .first_or_octet_stream()
+                        .to_string(),
+                    etag: None,
+                    body: Cow::Owned(body),
+                })
+            }
+        }
+    }
+
+    /// `index.html` with the base path as the document's base.
+    async fn index(&self) -> Option<Asset> {
+        let asset = self.get("index.html").await?;
+        let html = String::from_utf8_lossy(&asset.body);
+        let base = format!("<head><base href=\"{}\">", self.base_path);
+        let html = match html.find("<head>") {
+            Some(at) => format!("{}{base}{}", &html[..at], &html[at + "<head>".len()..]),
+            None => format!("{base}</head>{html}"),
+        };
+        Some(Asset {
+            etag: asset
+                .etag
+                .map(|e| format!("{}-{}\"", e.trim_end_matches('"'), self.base_path.len())),
+            body: Cow::Owned(html.into_bytes()),
+            mime: "text/html; charset=utf-8".into(),
+        })
+    }
+
+    fn has_app(&self) -> bool {
+        match &self.source {
+            Source::Embedded => Embedded::get("index.html").is_some(),
+            Source::Dir(dir) => dir.join("index.html").is_file(),
+        }
+    }
+}
+
+fn etag(hash: &[u8; 32]) -> String {
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// The router for everything that is not `/ws` or `/healthz`; `base_path`
+/// is where the gateway serves (`/` or, say, `/chat/`).
+pub fn router(web_dir: Option<&Path>, base_path: &str) -> Router {
+    let source = match web_dir {
+        Some(dir) => Source::Dir(dir.to_path_buf()),
+        None => Source::Embedded,
+    };
+    let app = WebApp {
+        source,
+        base_path: base_path.to_owned(),
+    };
+    if !app.has_app() {
+        tracing::warn!(
+            source = ?app.source,
+            "no web app: serving a page that says how to build it"
+        );
         return Router::new()
             .fallback(|| async { (StatusCode::OK, Html(NOT_BUILT)).into_response() });
     }
-    let files = ServeDir::new(web_dir).fallback(ServeFile::new(index));
     Router::new()
-        .fallback_service(files)
-        .layer(middleware::from_fn(cache_headers))
-        .layer(middleware::from_fn(wasm_content_type))
+        .fallback(serve)
+        .with_state(Arc::new(app))
         .layer(CompressionLayer::new())
 }
 
-/// Makes sure `.wasm` is served as `application/wasm`, which browsers
-/// require for streaming compilation.
-async fn wasm_content_type(req: Request, next: Next) -> Response {
-    let wasm = req.uri().path().ends_with(".wasm");
-    let mut res = next.run(req).await;
-    if wasm && res.status() == StatusCode::OK {
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+async fn serve(State(app): State<Arc<WebApp>>, req: Request) -> Response {
+    let path = req.uri().path().trim_start_matches('/');
+    let asset = if path.is_empty() || path == "index.html" {
+        app.index().await
+    } else {
+        match app.get(path).await {
+            Some(asset) => Some(asset),
+            // A page address (no file extension) is the app itself.
+            None if !path.rsplit('/').next().unwrap_or(path).contains('.') => app.index().await,
+            None => None,
+        }
+    };
+    match asset {
+        Some(asset) => respond(asset, is_hashed(path), req.headers()),
+        None => (StatusCode::NOT_FOUND, "no such file in the web app\n").into_response(),
+    }
+}
+
+fn respond(asset: Asset, hashed: bool, request: &HeaderMap) -> Response {
+    let cache = if hashed {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let fresh = asset.etag.as_deref().is_some_and(|etag| {
+        request
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim() == etag || v.trim() == "*")
+    });
+    let mut res = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut res = Response::new(Body::from(asset.body));
+        if let Ok(mime) = HeaderValue::from_str(&asset.mime) {
+            res.headers_mut().insert(CONTENT_TYPE, mime);
+        }
+        res
+    };
+    let headers = res.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Some(etag) = asset.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(ETAG, etag);
     }
     res
 }

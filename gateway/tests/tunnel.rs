@@ -232,7 +232,7 @@ async fn the_chat_server_stopping_closes_the_websocket_with_a_reason() {
     cfg.sync = "normal".into();
     let chat = server::start(cfg).await.unwrap();
     let addr = chat.local_addr().to_string();
-    let gw = TestGateway::start_with(|c| c.server = Some(addr)).await;
+    let gw = TestGateway::start_with(|c| c.server = vec![addr]).await;
     let mut p = gw.signed_in("alice").await;
     chat.shutdown().await;
     let Packet::Error { code, .. } = p.recv().await else {

@@ -6,6 +6,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The directory of file bodies, under the data directory.
+pub(crate) const FILES_DIR: &str = "files";
+
 /// The directory of file bodies.
 #[derive(Debug, Clone)]
 pub(crate) struct Blobs {
@@ -16,7 +19,7 @@ impl Blobs {
     /// Opens (creating) `data_dir/files` and removes the bodies of uploads
     /// that never finished.
     pub(crate) fn open(data_dir: &Path, incomplete: &[u64]) -> io::Result<Self> {
-        let dir = data_dir.join("files");
+        let dir = data_dir.join(FILES_DIR);
         fs::create_dir_all(&dir)?;
         let blobs = Self { dir };
         for entry in fs::read_dir(&blobs.dir)? {

@@ -107,6 +107,12 @@ pub struct Config {
     )]
     pub ip_limits_exempt: Vec<ipnet::IpNet>,
 
+    /// Proxies whose connections start with a PROXY protocol v2 header
+    /// naming the real client (`chat-server --trusted-proxy`; an embedding
+    /// gateway passes its browsers' addresses in process instead).
+    #[arg(skip)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
+
     /// Bytes queued for all connections together; past it, a connection
     /// that already has unread bytes waiting is cut off as a slow reader.
     #[arg(long, env = "CHAT_MAX_TOTAL_QUEUED_BYTES", default_value_t = 1 << 30)]
@@ -273,6 +279,7 @@ impl Config {
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            trusted_proxy: Vec::new(),
             max_total_queued_bytes: 1 << 30,
             max_uploads: 8,
             max_downloads: 32,
@@ -339,6 +346,12 @@ impl Config {
             memory_kib: self.argon2_memory_kib,
             iterations: self.argon2_iterations,
         }
+    }
+
+    /// Whether a connection from `ip` must start with a PROXY header.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxy.iter().any(|net| net.contains(&ip))
     }
 
     /// The per-address limits.

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proto::{decode_request_from, ErrorCode, Packet};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::context::Context;
 use crate::handlers;
 use crate::hub::Session;
+use crate::observe::names;
 use crate::outbox::{Outbox, OutboxReceiver};
 
 /// Bytes read from the socket at a time, at most.
@@ -94,6 +94,7 @@ async fn serve<R, W>(
     let span = tracing::info_span!("conn", %peer);
     async move {
         tracing::debug!("connected");
+        let _open = OpenConnection::new();
         let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes, ctx.budget.clone());
         let write_task = tokio::spawn(write_loop(writer, receiver).in_current_span());
         let mut conn = Connection {
@@ -168,6 +169,22 @@ async fn serve<R, W>(
     }
     .instrument(span)
     .await
+}
+
+/// Counts a connection in the open-connections gauge while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics::gauge!(names::CONNECTIONS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+    }
 }
 
 /// Decodes and handles every whole packet in `buf`. Consecutive messages
@@ -259,8 +276,9 @@ impl ReadHalfOf for OwnedReadHalf {
     }
 }
 
-impl ReadHalfOf for ReadHalf<TlsStream<TcpStream>> {
-    /// TLS keeps buffers of its own anyway.
+impl<S: AsyncRead + Send + 'static> ReadHalfOf for ReadHalf<S> {
+    /// TLS keeps buffers of its own anyway, and an in-process pipe is
+    /// not an idle network connection.
     async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         buf.reserve(READ_CHUNK);
         self.read_buf(buf).await
@@ -278,14 +296,17 @@ pub(crate) async fn serve_plain(
     serve(r, w, peer, ctx, shutdown).await
 }
 
-/// Serves a connection whose TLS handshake is done.
-pub(crate) async fn serve_tls(
-    tls: TlsStream<TcpStream>,
+/// Serves a connection whose TLS handshake is done, or one made in
+/// process (an embedding gateway's).
+pub(crate) async fn serve_stream<S>(
+    stream: S,
     peer: SocketAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
-) {
-    let (r, w) = tokio::io::split(tls);
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
     serve(r, w, peer, ctx, shutdown).await
 }
 

@@ -14,10 +14,13 @@
 //!   buffers and quota reservation (`quota`).
 //! - `disk`: the free-disk floor.
 //! - [`store`]: durable state behind a narrow interface; SQLite with group commit.
+//! - [`backup`]: online backups of a data directory into one archive, and restores.
 //! - `blobs`: file bodies on disk, named by file number only.
 //! - `rate`: the per-session message rate limit.
 //! - [`peers`]: limits per client address (connections, sign-ins), shared with the gateway.
-//! - [`signal`]: logging setup and the shutdown signal, for the binaries.
+//! - [`proxy_header`]: the PROXY protocol v2 header by which a trusted gateway names its client.
+//! - [`observe`]: Prometheus metrics (names in one place) and the log format.
+//! - [`signal`]: the shutdown signal, for the binaries.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -25,6 +28,7 @@
 )]
 
 pub mod accounts;
+pub mod backup;
 mod blobs;
 mod broadcasts;
 pub mod config;
@@ -33,9 +37,11 @@ mod context;
 mod disk;
 mod handlers;
 mod hub;
+pub mod observe;
 mod outbox;
 pub mod peers;
 mod pool;
+pub mod proxy_header;
 mod rate;
 mod redelivery;
 pub mod server;
@@ -44,4 +50,4 @@ pub mod store;
 mod transfers;
 
 pub use config::Config;
-pub use server::{start, RunningServer, StartError};
+pub use server::{start, Connector, RunningServer, StartError};

@@ -1,8 +1,9 @@
-//! `chat-server`: runs the chat server until SIGINT or SIGTERM, or manages
-//! the accounts of its data directory (`chat-server account ...`).
+//! `chat-server`: runs the chat server until SIGINT or SIGTERM, manages
+//! the accounts of its data directory (`chat-server account ...`), or
+//! backs it up and restores it (`chat-server backup` / `restore`).
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
@@ -28,6 +29,17 @@ struct Cli {
     #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Proxies (CIDR, e.g. a gateway's `10.0.0.5/32`) whose connections
+    /// start with a PROXY protocol v2 header naming the real client, which
+    /// the per-address limits and the logs then see. A connection from
+    /// such an address without the header is closed; from any other
+    /// address the header is never read.
+    #[arg(long, env = "CHAT_TRUSTED_PROXY", value_delimiter = ',')]
+    trusted_proxy: Vec<ipnet::IpNet>,
+
+    #[command(flatten)]
+    observe: server::observe::ObserveArgs,
+
     #[command(flatten)]
     config: server::Config,
 }
@@ -39,6 +51,29 @@ enum Command {
     Account {
         #[command(subcommand)]
         action: AccountAction,
+    },
+    /// Writes a consistent backup of the data directory to one archive
+    /// (tar), while the server keeps serving: a snapshot of the database
+    /// and the body of every file complete in it. FILE appears only once
+    /// complete (replacing one of that name), readable by its owner only.
+    Backup {
+        /// The data directory (default: the --data-dir before the
+        /// subcommand, or CHAT_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The archive to write.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Restores an archive written by `backup` into a data directory that
+    /// does not exist or is empty. Start the server on it afterwards.
+    Restore {
+        /// The archive to read.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The data directory to create or fill (default: as for `backup`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -123,15 +158,63 @@ fn account(config: &server::Config, action: AccountAction) -> anyhow::Result<()>
     Ok(())
 }
 
+fn backup(data_dir: &Path, to: &Path) -> anyhow::Result<()> {
+    let done = server::backup::backup(data_dir, to).with_context(|| {
+        format!(
+            "backup of {} to {} failed",
+            data_dir.display(),
+            to.display()
+        )
+    })?;
+    println!(
+        "backed up {} to {}: database {} bytes, {} files ({} bytes)",
+        data_dir.display(),
+        to.display(),
+        done.database_bytes,
+        done.files,
+        done.file_bytes
+    );
+    Ok(())
+}
+
+fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let done = server::backup::restore(from, data_dir).with_context(|| {
+        format!(
+            "restore of {} into {} failed",
+            from.display(),
+            data_dir.display()
+        )
+    })?;
+    println!(
+        "restored {} into {}: database {} bytes, {} files ({} bytes)",
+        from.display(),
+        data_dir.display(),
+        done.database_bytes,
+        done.files,
+        done.file_bytes
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    server::signal::init_logging();
     let cli = Cli::parse();
+    cli.observe.init_logging();
     let mut config = cli.config;
-    if let Some(Command::Account { action }) = cli.command {
-        return account(&config, action);
+    match cli.command {
+        Some(Command::Account { action }) => return account(&config, action),
+        Some(Command::Backup { data_dir, to }) => {
+            return backup(&data_dir.unwrap_or(config.data_dir), &to)
+        }
+        Some(Command::Restore { from, data_dir }) => {
+            return restore(&from, &data_dir.unwrap_or(config.data_dir))
+        }
+        None => {}
     }
+    // The commands above run beside a server: no listener of their own.
+    cli.observe.serve_metrics()?;
     config.listen = cli.listen;
+    config.trusted_proxy = cli.trusted_proxy;
     config.tls = match (cli.tls_cert, cli.tls_key) {
         (Some(cert), Some(key)) => Some(server::config::TlsFiles { cert, key }),
         _ => None,

@@ -1,15 +1,15 @@
 //! Starting, running and stopping the server.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use proto::{ErrorCode, Packet};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +24,10 @@ use crate::connection;
 use crate::context::Context;
 use crate::disk::Disk;
 use crate::hub::Hub;
+use crate::observe::names;
 use crate::outbox::Budget;
 use crate::peers::PeerLimits;
+use crate::proxy_header;
 use crate::store::{Store, StoreError, StoreLimits};
 use crate::transfers::quota::Quota;
 
@@ -34,6 +36,9 @@ use crate::transfers::quota::Quota;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often the free disk space is read.
 const DISK_EVERY: Duration = Duration::from_secs(2);
+/// How often the gauges of [`crate::observe`] are read (the mailboxes'
+/// depth is a count over the database).
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -61,9 +66,15 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
-    shutdown: CancellationToken,
+    doors: Arc<Doors>,
     done: tokio::task::JoinHandle<()>,
 }
+
+/// An in-process connection was refused: the server is at
+/// `--max-connections`, or shutting down.
+#[derive(Debug, Error)]
+#[error("the chat server takes no more connections now")]
+pub struct Full;
 
 impl RunningServer {
     /// The address it listens on (useful after binding port 0).
@@ -73,19 +84,181 @@ impl RunningServer {
 
     /// A token that stops the server when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.doors.shutdown.clone()
+    }
+
+    /// A handle that opens in-process connections, for a gateway that
+    /// embeds the server.
+    pub fn connector(&self) -> Connector {
+        Connector(Arc::downgrade(&self.doors))
     }
 
     /// Stops accepting, tells every client, flushes, closes the store, and
     /// waits for all of it.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.done.await;
+        self.doors.shutdown.cancel();
+        self.stopped().await
     }
 
     /// Waits until the server has stopped (after its token was cancelled).
     pub async fn stopped(self) {
-        let _ = self.done.await;
+        // The store closes when the last reference to the context is gone,
+        // and the server waits for that: let go of ours first.
+        let Self { doors, done, .. } = self;
+        drop(doors);
+        let _ = done.await;
+    }
+}
+
+/// Opens connections to the server inside its own process, as an
+/// embedding gateway does for each browser: no socket, and the browser's
+/// own address for the per-address limits and the logs, with no PROXY
+/// header to trust.
+/// It does not keep the server alive: once the server has stopped, it
+/// refuses.
+#[derive(Debug, Clone)]
+pub struct Connector(Weak<Doors>);
+
+impl Connector {
+    /// A new connection on behalf of `client`, admitted like one accepted
+    /// from the listener (the per-address limit's refusal arrives on it as
+    /// an ERROR); bytes written to the returned stream are the client's.
+    pub fn connect(&self, client: SocketAddr) -> Result<DuplexStream, Full> {
+        let doors = self.0.upgrade().ok_or(Full)?;
+        if doors.shutdown.is_cancelled() {
+            return Err(Full);
+        }
+        let permit = doors
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Full)?;
+        let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+        doors.admit(Admitted::Local(theirs), client, permit);
+        Ok(ours)
+    }
+
+    /// Whether the server still takes connections.
+    pub fn is_running(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|doors| !doors.shutdown.is_cancelled())
+    }
+}
+
+/// Bytes an in-process connection buffers each way, like a socket's
+/// buffer: enough for a batch of packets, small enough for thousands.
+const PIPE_BUFFER: usize = 64 * 1024;
+
+/// What a connection arrives on.
+enum Admitted {
+    Tcp(TcpStream),
+    Local(DuplexStream),
+}
+
+/// How connections get in, shared by the accept loop and [`Connector`]:
+/// the connection permits, the PROXY header of trusted proxies, the
+/// per-address limits and TLS; every connection's task is tracked here.
+struct Doors {
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    permits: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Doors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doors")
+            .field("tls", &self.tls.is_some())
+            .field("permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Doors {
+    /// Takes a connection from the listener. A trusted proxy's must first
+    /// name its client in a PROXY header, read in a task of its own.
+    fn accept(
+        self: &Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        if !self.ctx.config.is_trusted_proxy(peer.ip()) {
+            self.admit(Admitted::Tcp(stream), peer, permit);
+            return;
+        }
+        let doors = self.clone();
+        self.tracker.spawn(async move {
+            let read = proxy_header::read(&mut stream);
+            let client = tokio::select! {
+                _ = doors.shutdown.cancelled() => return,
+                r = tokio::time::timeout(doors.ctx.config.sign_in_timeout(), read) => r,
+            };
+            match client {
+                Ok(Ok(client)) => {
+                    let client = client.unwrap_or(peer);
+                    tracing::debug!(proxy = %peer, %client, "connection through a trusted proxy");
+                    doors.admit(Admitted::Tcp(stream), client, permit);
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!(names::CONNECTIONS_REFUSED, "reason" => "proxy_header")
+                        .increment(1);
+                    tracing::warn!(proxy = %peer, error = %e, "connection refused");
+                }
+                Err(_) => {
+                    metrics::counter!(names::CONNECTIONS_REFUSED, "reason" => "proxy_header")
+                        .increment(1);
+                    tracing::warn!(proxy = %peer, "no PROXY header in time; connection closed");
+                }
+            }
+        });
+    }
+
+    /// Applies the per-address limit to `peer` and serves the connection,
+    /// or tells it why not.
+    fn admit(&self, conn: Admitted, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let (ctx, shutdown) = (self.ctx.clone(), self.shutdown.clone());
+        let address = match ctx.peers.connect(peer.ip()) {
+            Ok(address) => address,
+            Err(refused) => {
+                metrics::counter!(names::CONNECTIONS_REFUSED, "reason" => "per_address")
+                    .increment(1);
+                self.tracker.spawn(async move {
+                    match conn {
+                        Admitted::Tcp(stream) => refuse(stream, &ctx, refused.limit).await,
+                        Admitted::Local(stream) => refuse(stream, &ctx, refused.limit).await,
+                    }
+                    drop(permit);
+                });
+                return;
+            }
+        };
+        // Three kinds of task, so that a plain connection's is no larger
+        // for TLS's sake (an idle session's memory).
+        match (conn, self.tls.clone()) {
+            (Admitted::Tcp(stream), None) => {
+                self.tracker.spawn(async move {
+                    connection::serve_plain(stream, peer, ctx, shutdown).await;
+                    drop((permit, address));
+                });
+            }
+            (Admitted::Tcp(stream), Some(tls)) => {
+                self.tracker.spawn(async move {
+                    if let Some(tls) = Box::pin(handshake(&tls, stream, &ctx)).await {
+                        connection::serve_stream(tls, peer, ctx, shutdown).await;
+                    }
+                    drop((permit, address));
+                });
+            }
+            (Admitted::Local(stream), _) => {
+                self.tracker.spawn(async move {
+                    connection::serve_stream(stream, peer, ctx, shutdown).await;
+                    drop((permit, address));
+                });
+            }
+        }
     }
 }
 
@@ -98,6 +271,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(&format!("cannot create {}", config.data_dir.display())))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     raise_open_files_limit();
     let limits = StoreLimits {
         mailbox_messages: config.max_mailbox_messages,
@@ -152,31 +326,35 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store,
         blobs,
     });
-    let shutdown = CancellationToken::new();
-    let done = tokio::spawn(run(listener, ctx, shutdown.clone(), store_thread, tls));
-    Ok(RunningServer {
-        addr,
-        shutdown,
-        done,
-    })
+    let doors = Arc::new(Doors {
+        permits: Arc::new(Semaphore::new(ctx.config.max_connections.max(1))),
+        ctx,
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        tls,
+    });
+    let doors_for_run = doors.clone();
+    let done = tokio::spawn(async move {
+        run(listener, doors_for_run, store_thread).await;
+        // Held until the store is closed.
+        drop(lock);
+    });
+    Ok(RunningServer { addr, doors, done })
 }
 
-async fn run(
-    listener: TcpListener,
-    ctx: Arc<Context>,
-    shutdown: CancellationToken,
-    store_thread: std::thread::JoinHandle<()>,
-    tls: Option<TlsAcceptor>,
-) {
-    let tracker = TaskTracker::new();
+async fn run(listener: TcpListener, doors: Arc<Doors>, store_thread: std::thread::JoinHandle<()>) {
+    let (ctx, shutdown, tracker) = (
+        doors.ctx.clone(),
+        doors.shutdown.clone(),
+        doors.tracker.clone(),
+    );
     tracker.spawn(expire_sessions(ctx.clone(), shutdown.clone()));
     tracker.spawn(upkeep(ctx.clone(), shutdown.clone()));
-    let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = doors.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -185,34 +363,8 @@ async fn run(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
                 let _ = stream.set_nodelay(true);
-                match ctx.peers.connect(peer.ip()) {
-                    // Two kinds of task, so that a plain connection's is no
-                    // larger for TLS's sake (an idle session's memory).
-                    Ok(address) => match tls.clone() {
-                        None => {
-                            tracker.spawn(async move {
-                                connection::serve_plain(stream, peer, ctx, shutdown).await;
-                                drop((permit, address));
-                            });
-                        }
-                        Some(tls) => {
-                            tracker.spawn(async move {
-                                if let Some(tls) = Box::pin(handshake(&tls, stream, &ctx)).await {
-                                    connection::serve_tls(tls, peer, ctx, shutdown).await;
-                                }
-                                drop((permit, address));
-                            });
-                        }
-                    },
-                    Err(refused) => {
-                        tracker.spawn(async move {
-                            refuse(stream, &ctx, refused.limit).await;
-                            drop(permit);
-                        });
-                    }
-                }
+                doors.accept(stream, peer, permit);
             }
             Err(e) => {
                 // Running out of descriptors must not spin the loop.
@@ -223,6 +375,9 @@ async fn run(
         }
     }
     drop(listener);
+    // In-process connections can no longer be made: `Connector` checks
+    // the token first.
+    drop(doors);
     tracing::info!("shutting down: closing connections");
     tracker.close();
     tracker.wait().await;
@@ -237,6 +392,24 @@ async fn run(
     drop(ctx);
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     tracing::info!("stopped");
+}
+
+/// Reads the gauges that are states rather than events: sessions,
+/// transfers, the mailboxes' depth.
+async fn sample_gauges(ctx: &Context) {
+    let sessions = ctx.hub.all();
+    let attached = sessions.iter().filter(|s| s.is_attached()).count();
+    metrics::gauge!(names::SESSIONS).set(sessions.len() as f64);
+    metrics::gauge!(names::SESSIONS_ATTACHED).set(attached as f64);
+    let open = ctx
+        .config
+        .max_open_transfers
+        .saturating_sub(ctx.open_files.available_permits());
+    metrics::gauge!(names::TRANSFERS).set(open as f64);
+    match ctx.store.queued_total().await {
+        Ok(n) => metrics::gauge!(names::MAILBOX_MESSAGES).set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot count the mailboxes"),
+    }
 }
 
 /// Ends sessions that have been silent longer than the timeout.
@@ -259,7 +432,7 @@ async fn expire_sessions(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 /// Tells a client over its address's connection limit why, and closes.
-async fn refuse(mut stream: TcpStream, ctx: &Context, limit: usize) {
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, ctx: &Context, limit: usize) {
     let packet = Packet::Error {
         request_type: 0,
         code: ErrorCode::TooManyConnections,
@@ -273,6 +446,40 @@ async fn refuse(mut stream: TcpStream, ctx: &Context, limit: usize) {
             stream.shutdown().await
         })
         .await;
+    }
+}
+
+/// Takes the data directory for this process: two servers on one
+/// directory would hand out the same numbers, since each keeps its
+/// counters in memory. The lock is the kernel's (`flock`), so it ends with
+/// the process, however that ends; the operator's commands (`account`,
+/// `backup`) do not take it and run beside the server.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::Io {
+            what: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(StartError::Io {
+            what: format!(
+                "another chat server is using {} (it holds {})",
+                dir.display(),
+                path.display()
+            ),
+            source: std::io::Error::from(e),
+        }),
+        Err(e) => Err(StartError::Io {
+            what: format!("cannot lock {}", path.display()),
+            source: std::io::Error::from(e),
+        }),
     }
 }
 
@@ -313,6 +520,7 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut last_gauges: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -323,6 +531,10 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
                 }
                 let disk = ctx.clone();
                 let _ = tokio::task::spawn_blocking(move || disk.disk.refresh()).await;
+                if last_gauges.is_none_or(|t| now.duration_since(t) >= GAUGES_EVERY) {
+                    last_gauges = Some(now);
+                    sample_gauges(&ctx).await;
+                }
                 if last_prune.is_none_or(|t| now.duration_since(t) >= prune_every) {
                     last_prune = Some(now);
                     match ctx.store.prune(ctx.config.session_record_age(), ctx.config.mail_expiry()).await {

@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use bytes::Bytes;
-use common::{pattern, Peer, TestServer};
+use common::{pattern, spawn_binary, Peer, TestServer};
 use proto::Packet;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
 async fn a_restart_keeps_users_queued_messages_and_files() {
@@ -35,27 +32,6 @@ async fn a_restart_keeps_users_queued_messages_and_files() {
     a.message(bob, 2, "new").await;
     let (_, _, body) = b.incoming().await;
     assert_eq!(&body[..], b"new");
-}
-
-/// Starts the real binary and returns it with its address.
-async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(common::patience(), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-    (child, addr)
 }
 
 #[tokio::test]
@@ -107,4 +83,21 @@ async fn kill_9_during_an_upload_loses_no_acknowledged_message_and_shows_no_part
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(leftovers, vec![complete.to_string()]);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    config.sync = "normal".into();
+    let first = server::start(config.clone()).await.unwrap();
+    let refused = server::start(config.clone()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("another chat server is using"),
+        "{refused}"
+    );
+    // Once the first has stopped, the directory is free.
+    first.shutdown().await;
+    let again = server::start(config).await.unwrap();
+    again.shutdown().await;
 }

@@ -5,16 +5,22 @@
 //!   the web app and starts the gateway with its embedded chat server.
 //! - `cargo xtask test`: installs what is missing and runs every check:
 //!   formatting, clippy, unit/property/integration tests, wasm tests in
-//!   headless Chromium, end-to-end browser tests and a bounded fuzz run.
+//!   headless Chromium, end-to-end browser tests, the systemd units and a
+//!   bounded fuzz run.
 //!
 //! # Layout
 //! - `tools`: finding and installing the tools (each only when missing).
 //! - `run`: the run command.
 //! - `test`: the test command and its summary.
+//! - `deb`: the Debian package (`cargo xtask deb`).
+//! - `units`: the package's systemd units, user and data directory,
+//!   checked with systemd's tools.
 
+mod deb;
 mod run;
 mod test;
 mod tools;
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +33,9 @@ fn root() -> PathBuf {
 const USAGE: &str =
     "usage: cargo xtask run [-- GATEWAY FLAGS]   build the web app and start the chat
        cargo xtask test                     run every check and test
-       cargo xtask tools                    install what is missing, and nothing else";
+       cargo xtask tools                    install what is missing, and nothing else
+       cargo xtask units                    check the package's systemd units (a step of test)
+       cargo xtask deb                      build the Debian package (release build)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +43,8 @@ fn main() -> ExitCode {
         Some("run") => run::run(&args[1..]),
         Some("test") => test::test(),
         Some("tools") => tools::Tools::ensure_all(true).map(|_| ()),
+        Some("units") => units::build_and_check(),
+        Some("deb") => deb::deb(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -4,8 +4,9 @@ use anyhow::Result;
 
 use crate::tools::{sh, Tools};
 
-/// Builds the web app in release mode and runs the gateway with its
-/// embedded chat server; extra arguments go to the gateway.
+/// Builds the web app in release mode, then the gateway with the app
+/// inside, and runs it with its embedded chat server; extra arguments go
+/// to the gateway.
 pub(crate) fn run(extra: &[String]) -> Result<()> {
     let tools = Tools::ensure_all(false)?;
     if tools.root.join("web").exists() {
@@ -19,8 +20,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     let extra: Vec<&String> = extra.iter().skip_while(|a| *a == "--").collect();
     let gateway = tools.root.join("target/release/chat-gateway");
     let mut cmd = tools.cmd(&gateway.to_string_lossy());
-    cmd.args(["--web-dir", "dist", "--data-dir", "data"])
-        .args(extra);
+    cmd.args(["--data-dir", "data"]).args(extra);
     eprintln!("xtask: starting the chat; open the http:// address printed below in a browser (Ctrl-C stops it)");
     sh(&mut cmd)
 }

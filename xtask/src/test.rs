@@ -67,6 +67,12 @@ pub(crate) fn test() -> Result<()> {
     let fuzz_seconds = std::env::var("CHAT_FUZZ_SECONDS").unwrap_or_else(|_| "30".into());
 
     sh(tools.cmd("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    // The app first: the gateway embeds it when it is compiled, and its
+    // tests check that it did.
+    let web_app = root.join("web").exists();
+    if web_app {
+        sh(tools.cmd("trunk").args(["build", "--release", "--offline"]))?;
+    }
     sh(tools.cmd("cargo").args([
         "clippy",
         "--workspace",
@@ -75,10 +81,14 @@ pub(crate) fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    counted(
-        tools.cmd("cargo").args(["test", "--workspace"]),
-        &mut counts,
-    )?;
+    let mut workspace_tests = tools.cmd("cargo");
+    workspace_tests.args(["test", "--workspace"]);
+    if web_app {
+        workspace_tests.env("CHAT_EXPECT_WEB_APP", "1");
+    }
+    counted(&mut workspace_tests, &mut counts)?;
+    // After the tests, which built the binaries the units start.
+    crate::units::check(&root, &root.join("target/debug"))?;
     sh(tools
         .cmd("cargo")
         .args(["bench", "--workspace", "--no-run"]))?;
@@ -89,7 +99,23 @@ pub(crate) fn test() -> Result<()> {
         "--target",
         "wasm32-unknown-unknown",
     ]))?;
-    if root.join("web").exists() {
+    // The shipped nginx and Caddy configurations in front of a gateway
+    // (90 s of silence each, run side by side).
+    let mut proxies = tools.cmd("cargo");
+    proxies.args([
+        "test",
+        "--package",
+        "gateway",
+        "--test",
+        "reverse_proxy",
+        "--",
+        "--ignored",
+    ]);
+    if web_app {
+        proxies.env("CHAT_EXPECT_WEB_APP", "1");
+    }
+    counted(&mut proxies, &mut counts)?;
+    if web_app {
         counted(
             tools
                 .cmd("cargo")
@@ -103,7 +129,6 @@ pub(crate) fn test() -> Result<()> {
                 .env("CHROMEDRIVER", "/usr/bin/chromedriver"),
             &mut counts,
         )?;
-        sh(tools.cmd("trunk").args(["build", "--release", "--offline"]))?;
     }
     if root.join("e2e").exists() {
         counted(

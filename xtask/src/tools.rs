@@ -61,7 +61,7 @@ pub(crate) struct Tools {
 
 impl Tools {
     /// Installs, when missing, everything both commands need; with
-    /// `browser`, also Chromium, chromedriver and the fuzzer.
+    /// `browser`, also Chromium, chromedriver, nginx, Caddy and the fuzzer.
     pub(crate) fn ensure_all(browser: bool) -> Result<Self> {
         let root = crate::root();
         let binaryen = root.join("target/tools/binaryen/node_modules/.bin");
@@ -84,7 +84,7 @@ impl Tools {
             tools.wasm_opt()?;
         }
         if browser {
-            tools.chromium()?;
+            tools.debian_packages()?;
             tools.cargo_fuzz()?;
         }
         Ok(tools)
@@ -97,7 +97,7 @@ impl Tools {
         c
     }
 
-    fn has(&self, program: &str, args: &[&str], want: impl Fn(&str) -> bool) -> bool {
+    pub(crate) fn has(&self, program: &str, args: &[&str], want: impl Fn(&str) -> bool) -> bool {
         let found = Command::new(program)
             .args(args)
             .env("PATH", &self.path)
@@ -159,25 +159,30 @@ impl Tools {
         .context("installing wasm-opt needs npm (Node.js)")
     }
 
-    fn chromium(&self) -> Result<()> {
-        if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+    /// Debian's packages for the tests: Chromium and its driver for the
+    /// browser tests, nginx and Caddy for the reverse-proxy tests, and
+    /// systemd's tools for the check of the package's units (a container
+    /// may lack them).
+    fn debian_packages(&self) -> Result<()> {
+        const WANTED: [(&str, &str); 7] = [
+            ("/usr/bin/chromium", "chromium"),
+            ("/usr/bin/chromedriver", "chromium-driver"),
+            ("/usr/sbin/nginx", "nginx"),
+            ("/usr/bin/caddy", "caddy"),
+            ("/usr/bin/systemd-analyze", "systemd"),
+            ("/usr/bin/systemd-sysusers", "systemd"),
+            ("/usr/bin/systemd-tmpfiles", "systemd"),
+        ];
+        let mut missing: Vec<&str> = WANTED
+            .iter()
+            .filter(|(path, _)| !Path::new(path).exists())
+            .map(|(_, package)| *package)
+            .collect();
+        missing.dedup();
+        if missing.is_empty() {
             return Ok(());
         }
-        let root = output("id", &["-u"]).is_some_and(|u| u == "0");
-        let apt = |args: &[&str]| -> Result<()> {
-            let mut c = if root {
-                Command::new("apt-get")
-            } else {
-                Command::new("sudo")
-            };
-            if !root {
-                c.arg("apt-get");
-            }
-            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-            sh(&mut c)
-        };
-        apt(&["update"])?;
-        apt(&["install", "-y", "chromium", "chromium-driver"])
+        apt_install(&missing)
     }
 
     fn cargo_fuzz(&self) -> Result<()> {
@@ -200,4 +205,23 @@ impl Tools {
             .cmd("cargo")
             .args(["install", "cargo-fuzz", "--locked"]))
     }
+}
+
+/// Installs Debian packages (through sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root = output("id", &["-u"]).is_some_and(|u| u == "0");
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
+        if !root {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut c)
+    };
+    apt(&["update"])?;
+    apt(&[&["install", "-y"][..], packages].concat())
 }

@@ -91,9 +91,20 @@ impl WsPeer {
         url: &str,
         origin: Option<&str>,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        match origin {
+            Some(o) => Self::connect_with(url, &[("origin", o)]).await,
+            None => Self::connect_with(url, &[]).await,
+        }
+    }
+
+    /// Connects with these extra request headers.
+    pub async fn connect_with(
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
-        if let Some(o) = origin {
-            req.headers_mut().insert("origin", o.parse().unwrap());
+        for (name, value) in headers {
+            req.headers_mut().append(*name, value.parse().unwrap());
         }
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
         Ok(Self {

@@ -37,7 +37,7 @@ impl Accounts {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Read(format!("cannot create {}: {e}", data_dir.display())))?;
-        let conn = Connection::open(data_dir.join("chat.sqlite3"))?;
+        let conn = Connection::open(data_dir.join(super::DATABASE_FILE))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(super::sqlite::SCHEMA)?;

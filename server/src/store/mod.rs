@@ -137,6 +137,9 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// The database's file name in the data directory.
+pub(crate) const DATABASE_FILE: &str = "chat.sqlite3";
+
 /// Reading connections (and threads): reads are short, two keep one long
 /// read (the file list) from holding up the rest.
 const READERS: usize = 2;
@@ -237,7 +240,7 @@ impl Store {
         min_file_charge: u64,
         limits: StoreLimits,
     ) -> Result<(Self, Recovered, std::thread::JoinHandle<()>), StoreError> {
-        let path = dir.join("chat.sqlite3");
+        let path = dir.join(DATABASE_FILE);
         let (conn, recovered) = sqlite::open(&path, full_sync, min_file_charge)?;
         let readers = (0..READERS)
             .map(|_| sqlite::open_reader(&path))
@@ -457,6 +460,11 @@ impl Store {
     /// Every complete file, oldest first.
     pub async fn files(&self) -> Result<Vec<u64>, StoreError> {
         self.read(sqlite::reads::files).await
+    }
+
+    /// Direct messages stored and not yet acknowledged, in all mailboxes.
+    pub async fn queued_total(&self) -> Result<u64, StoreError> {
+        self.read(sqlite::reads::queued_total).await
     }
 
     /// Removes session records older than `session_age` and, when
