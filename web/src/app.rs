@@ -12,6 +12,7 @@ use crate::components::{
 use crate::connection::{self, Connection};
 use crate::history;
 use crate::notify;
+use crate::record;
 use crate::state::{Action, Link, Peer, State, View};
 use crate::tabs::{Heard, Tabs};
 
@@ -30,7 +31,7 @@ fn initial_state() -> State {
         };
     }
     let mut state = browser::session_get(STATE_KEY)
-        .and_then(|json| serde_json::from_str::<State>(&json).ok())
+        .and_then(|json| record::state_from_json(&json))
         .unwrap_or_default();
     state.link = Link::Connecting;
     state.notifications = notifications;
@@ -147,9 +148,7 @@ pub fn App() -> Html {
         let sync = sync.clone();
         use_effect_with(state.clone(), move |state| {
             if state.me.is_some() {
-                if let Ok(json) = serde_json::to_string(&**state) {
-                    browser::session_set(STATE_KEY, &json);
-                }
+                browser::session_set(STATE_KEY, &record::state_to_json(state));
             }
             let mut s = sync.borrow_mut();
             let Some(account) = s.account.clone().filter(|_| s.loaded) else {

@@ -10,11 +10,12 @@
 
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BroadcastChannel, MessageEvent};
 use yew::Callback;
+
+use crate::record::Json;
 
 const CHANNEL: &str = "chat-tabs";
 
@@ -22,19 +23,16 @@ const CHANNEL: &str = "chat-tabs";
 /// (a tab is signed in as `name` with `session`), `gone` (a tab signed out
 /// as `name`) or `took` (a tab takes `name`'s session). Every note names
 /// the server (the WebSocket URL), so tabs of two chats under one origin
-/// do not mix. A flat struct rather than a tagged enum: serde's tagged
-/// enums cost several kilobytes of wasm.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// do not mix. Sent as JSON text.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Note {
     /// What the note says.
     pub kind: String,
     /// The server.
     pub server: String,
     /// The name, but for `who`.
-    #[serde(default)]
     pub name: String,
     /// The session, for `here`.
-    #[serde(default)]
     pub session: u64,
 }
 
@@ -46,6 +44,31 @@ impl Note {
             name: name.to_owned(),
             session,
         }
+    }
+
+    /// The note as JSON text.
+    fn to_json(&self) -> String {
+        Json::obj(vec![
+            ("kind", Json::str(&self.kind)),
+            ("server", Json::str(&self.server)),
+            ("name", Json::str(&self.name)),
+            ("session", Json::Num(self.session)),
+        ])
+        .write()
+    }
+
+    /// A note from JSON text; `None` unless it has a kind and a server
+    /// and its other fields, where present, read.
+    fn from_json(json: &str) -> Option<Note> {
+        let v = Json::read(json)?;
+        let name = v.get("name");
+        let session = v.get("session");
+        Some(Note {
+            kind: v.get("kind").text()?.to_owned(),
+            server: v.get("server").text()?.to_owned(),
+            name: if name.is_null() { "" } else { name.text()? }.to_owned(),
+            session: if session.is_null() { 0 } else { session.num()? },
+        })
     }
 }
 
@@ -81,11 +104,7 @@ impl Tabs {
         let ours = server.clone();
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             // Another tab's words, so read with care: anything else is ignored.
-            let Some(note) = e
-                .data()
-                .as_string()
-                .and_then(|json| serde_json::from_str::<Note>(&json).ok())
-            else {
+            let Some(note) = e.data().as_string().and_then(|json| Note::from_json(&json)) else {
                 return;
             };
             if note.server != ours {
@@ -143,9 +162,7 @@ impl Drop for Tabs {
 }
 
 fn post(channel: &BroadcastChannel, note: &Note) {
-    if let Ok(json) = serde_json::to_string(note) {
-        let _ = channel.post_message(&JsValue::from_str(&json));
-    }
+    let _ = channel.post_message(&JsValue::from_str(&note.to_json()));
 }
 
 #[cfg(test)]
@@ -157,15 +174,18 @@ mod tests {
     #[test]
     fn notes_read_back_as_written_and_strangers_words_do_not_read() {
         let note = Note::new("here", "ws://h/ws", "ann", u64::MAX);
-        let json = serde_json::to_string(&note).unwrap();
-        assert_eq!(serde_json::from_str::<Note>(&json).unwrap(), note);
-        assert!(
-            serde_json::from_str::<Note>(r#"{"kind":"here"}"#).is_err(),
-            "no server"
-        );
-        assert!(
-            serde_json::from_str::<Note>(r#"{"kind":"here","server":"x","session":-1}"#).is_err()
-        );
-        assert!(serde_json::from_str::<Note>("not json").is_err());
+        assert_eq!(Note::from_json(&note.to_json()), Some(note));
+        let who = Note::from_json(r#"{"kind":"who","server":"x"}"#).unwrap();
+        assert_eq!((who.name.as_str(), who.session), ("", 0));
+        for bad in [
+            r#"{"kind":"here"}"#,
+            r#"{"kind":"here","server":"x","session":-1}"#,
+            r#"{"kind":"here","server":"x","session":"1"}"#,
+            r#"{"kind":"here","server":"x","name":3}"#,
+            "not json",
+            "null",
+        ] {
+            assert_eq!(Note::from_json(bad), None, "{bad}");
+        }
     }
 }
