@@ -1,21 +1,22 @@
 //! Human-readable sizes, speeds and times.
 
-/// `1536` → `"1.5 KiB"`.
+/// `1536` → `"1.5 KiB"`: one decimal under 10, none from 10. Whole-number
+/// arithmetic: formatting floats would add about 5 KB of wasm.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
+    let mut scale: u64 = 1;
+    while bytes / scale >= 1024 && unit < UNITS.len() - 1 {
+        scale *= 1024;
         unit += 1;
     }
-    if value < 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
+    let (bytes, scale) = (u128::from(bytes), u128::from(scale));
+    if unit > 0 && bytes < 10 * scale {
+        // Tenths, rounded half up.
+        let tenths = (bytes * 10 + scale / 2) / scale;
+        format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
     } else {
-        format!("{value:.0} {}", UNITS[unit])
+        format!("{} {}", (bytes + scale / 2) / scale, UNITS[unit])
     }
 }
 
@@ -73,6 +74,9 @@ mod tests {
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(10 * 1024 * 1024), "10 MiB");
         assert_eq!(size(u64::from(u32::MAX)), "4.0 GiB");
+        assert_eq!(size(10 * 1024 - 1), "10.0 KiB");
+        assert_eq!(size(200 * 1024 * 1024 + 600 * 1024), "201 MiB");
+        assert_eq!(size(u64::MAX), "16777216 TiB");
     }
 
     #[test]
