@@ -684,3 +684,64 @@ mod tests {
         assert_eq!(Json::read(&deep), None, "nesting is bounded");
     }
 }
+
+/// The reader meets anything: whatever it reads, it writes back the same,
+/// and no input makes it panic (the records come from storage another
+/// version of the app, or a damaged disk, may have written).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::Bool),
+            any::<u64>().prop_map(Json::Num),
+            any::<String>().prop_map(Json::Str),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Json::Arr),
+                prop::collection::vec((any::<String>(), inner), 0..8).prop_map(Json::Obj),
+            ]
+        })
+    }
+
+    /// Text made of JSON's own pieces, so that most of it nearly parses.
+    fn jsonish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("{".to_owned()),
+            Just("}".to_owned()),
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just(",".to_owned()),
+            Just(":".to_owned()),
+            Just("\"".to_owned()),
+            Just("\\".to_owned()),
+            Just("\\u".to_owned()),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just(" ".to_owned()),
+            "[0-9a-fA-F]{1,20}",
+            any::<String>(),
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn what_is_written_reads_back(v in json()) {
+            prop_assert_eq!(Json::read(&v.write()), Some(v));
+        }
+
+        #[test]
+        fn any_text_reads_without_panic_and_what_reads_writes_back(text in jsonish()) {
+            if let Some(v) = Json::read(&text) {
+                prop_assert_eq!(Json::read(&v.write()), Some(v));
+            }
+            let _ = stored_from_json(&text);
+            let _ = state_from_json(&text);
+        }
+    }
+}
