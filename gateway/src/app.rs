@@ -95,7 +95,11 @@ pub struct AppState {
 /// The gateway's routes, under `--base-path`.
 pub fn router(state: AppState) -> Router {
     let base = state.config.base_path.clone();
-    let web = static_files::router(state.config.web_dir.as_deref(), &base);
+    let web = static_files::router(
+        state.config.web_dir.as_deref(),
+        &base,
+        state.config.history_messages,
+    );
     let routes = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(healthz))

@@ -77,6 +77,13 @@ pub struct GatewayConfig {
     #[arg(long, env = "CHAT_BASE_PATH", default_value = "/", value_parser = parse_base_path)]
     pub base_path: String,
 
+    /// Messages each browser keeps per conversation in its history
+    /// (IndexedDB, on the user's device); past it the oldest go first.
+    /// The app reads it from the page it is served in.
+    #[arg(long, env = "CHAT_HISTORY_MESSAGES", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub history_messages: u32,
+
     /// Reverse proxies (CIDR, e.g. `127.0.0.1/32` for nginx on the same
     /// machine) whose `Forwarded` or `X-Forwarded-For` header names the
     /// browser's address, for the per-address limits, the logs and the
@@ -170,6 +177,7 @@ impl GatewayConfig {
             chat_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             web_dir: Some(web_dir.into()),
             base_path: "/".into(),
+            history_messages: 500,
             trusted_proxy: Vec::new(),
             proxy_protocol: false,
             allow_origin: Vec::new(),

@@ -6,7 +6,9 @@
 //! `index.html` is served with a `<base href>` of the gateway's base path,
 //! so the app's relative asset links and its WebSocket address (`ws`,
 //! relative to the document's base) work under a sub-path such as
-//! `/chat/`, whatever the address the page was opened at.
+//! `/chat/`, whatever the address the page was opened at. It also carries
+//! `<meta name="chat-history-messages">`, `--history-messages`, which the
+//! app reads to bound the history it keeps on the user's device.
 
 use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
@@ -58,11 +60,13 @@ struct Asset {
     etag: Option<String>,
 }
 
-/// The app's files and the base path its `index.html` is given.
+/// The app's files, and what its `index.html` is told: the base path and
+/// how many messages a conversation's history keeps.
 #[derive(Debug)]
 struct WebApp {
     source: Source,
     base_path: String,
+    history_messages: u32,
 }
 
 impl WebApp {
@@ -97,19 +101,28 @@ impl WebApp {
         }
     }
 
-    /// `index.html` with the base path as the document's base.
+    /// `index.html` with the base path as the document's base, and the
+    /// history's length in a `<meta>` the app reads.
     async fn index(&self) -> Option<Asset> {
         let asset = self.get("index.html").await?;
         let html = String::from_utf8_lossy(&asset.body);
-        let base = format!("<head><base href=\"{}\">", self.base_path);
+        let base = format!(
+            "<head><base href=\"{}\"><meta name=\"chat-history-messages\" content=\"{}\">",
+            self.base_path, self.history_messages
+        );
         let html = match html.find("<head>") {
             Some(at) => format!("{}{base}{}", &html[..at], &html[at + "<head>".len()..]),
             None => format!("{base}</head>{html}"),
         };
         Some(Asset {
-            etag: asset
-                .etag
-                .map(|e| format!("{}-{}\"", e.trim_end_matches('"'), self.base_path.len())),
+            etag: asset.etag.map(|e| {
+                format!(
+                    "{}-{}-{}\"",
+                    e.trim_end_matches('"'),
+                    self.base_path.len(),
+                    self.history_messages
+                )
+            }),
             body: Cow::Owned(html.into_bytes()),
             mime: "text/html; charset=utf-8".into(),
         })
@@ -129,8 +142,9 @@ fn etag(hash: &[u8; 32]) -> String {
 }
 
 /// The router for everything that is not `/ws` or `/healthz`; `base_path`
-/// is where the gateway serves (`/` or, say, `/chat/`).
-pub fn router(web_dir: Option<&Path>, base_path: &str) -> Router {
+/// is where the gateway serves (`/` or, say, `/chat/`), and
+/// `history_messages` is told to the app.
+pub fn router(web_dir: Option<&Path>, base_path: &str, history_messages: u32) -> Router {
     let source = match web_dir {
         Some(dir) => Source::Dir(dir.to_path_buf()),
         None => Source::Embedded,
@@ -138,6 +152,7 @@ pub fn router(web_dir: Option<&Path>, base_path: &str) -> Router {
     let app = WebApp {
         source,
         base_path: base_path.to_owned(),
+        history_messages,
     };
     if !app.has_app() {
         tracing::warn!(

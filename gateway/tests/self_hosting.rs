@@ -138,6 +138,18 @@ async fn a_web_dir_never_serves_a_file_outside_itself() {
 }
 
 #[tokio::test]
+async fn the_page_tells_the_app_how_much_history_to_keep() {
+    let gw = TestGateway::start_with(|c| c.history_messages = 42).await;
+    let (status, _, body) = http_get(gw.addr, "/", &[]).await;
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&body).to_string();
+    assert!(
+        page.contains(r#"<meta name="chat-history-messages" content="42">"#),
+        "{page}"
+    );
+}
+
+#[tokio::test]
 async fn under_a_base_path_the_app_the_tunnel_and_health_are_below_it() {
     let gw = TestGateway::start_with(|c| c.base_path = "/chat/".into()).await;
     let (status, _, body) = http_get(gw.addr, "/chat/", &[]).await;

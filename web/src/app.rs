@@ -13,7 +13,7 @@ use crate::connection::{self, Connection};
 use crate::history;
 use crate::notify;
 use crate::record;
-use crate::state::{Action, Link, Peer, State, View};
+use crate::state::{Action, HistoryLimit, Link, Peer, State, View};
 use crate::tabs::{Heard, Tabs};
 
 /// The `sessionStorage` key of the tab's snapshot (who you are, names, the
@@ -24,9 +24,11 @@ const REFRESH_MS: u32 = 3_000;
 
 fn initial_state() -> State {
     let notifications = notify::enabled();
+    let history_limit = browser::history_messages().map_or_else(Default::default, HistoryLimit);
     if browser::session_get(connection::NAME_KEY).is_none() {
         return State {
             notifications,
+            history_limit,
             ..State::default()
         };
     }
@@ -35,6 +37,7 @@ fn initial_state() -> State {
         .unwrap_or_default();
     state.link = Link::Connecting;
     state.notifications = notifications;
+    state.history_limit = history_limit;
     state
 }
 

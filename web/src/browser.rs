@@ -40,6 +40,19 @@ pub fn base_uri() -> Option<String> {
     web_sys::window()?.document()?.base_uri().ok()?
 }
 
+/// How many messages a conversation keeps, as the gateway says in the
+/// page (`<meta name="chat-history-messages">`); `None` without a usable one.
+pub fn history_messages() -> Option<usize> {
+    web_sys::window()?
+        .document()?
+        .query_selector("meta[name=chat-history-messages]")
+        .ok()??
+        .get_attribute("content")?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
 /// A `Blob` of a copy of `bytes` (the copy lives in the browser, outside
 /// the app's memory), or why the browser could not make one.
 pub fn blob_of(bytes: &[u8]) -> Result<web_sys::Blob, String> {

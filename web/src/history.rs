@@ -1,7 +1,7 @@
 //! History that stays: each conversation is kept in IndexedDB, per server
 //! and signed-in name, so it survives closing every tab and restarting the
 //! browser. One record per conversation, rewritten when it changes; its
-//! length is bounded by [`crate::state::HISTORY`] (the reducer drops the
+//! length is bounded by [`crate::state::HistoryLimit`] (the reducer drops the
 //! oldest first), so a record never grows without end.
 //!
 //! Records are keyed `ACCOUNT \u{1f} PEER`, where ACCOUNT is the server's

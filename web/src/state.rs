@@ -9,10 +9,21 @@ use proto::ErrorCode;
 use yew::Reducible;
 
 /// Messages kept per conversation, in memory and in the history kept in
-/// IndexedDB; past it the oldest are dropped first. Each conversation's
-/// record is rewritten whole when it changes, so this also bounds the cost
-/// of a write.
+/// IndexedDB, unless the gateway says otherwise ([`HistoryLimit`]); past
+/// it the oldest are dropped first. Each conversation's record is
+/// rewritten whole when it changes, so this also bounds the cost of a write.
 pub const HISTORY: usize = 500;
+
+/// How many messages each conversation keeps: the gateway's
+/// `--history-messages`, read from the page, or [`HISTORY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimit(pub usize);
+
+impl Default for HistoryLimit {
+    fn default() -> Self {
+        Self(HISTORY)
+    }
+}
 
 /// The WebSocket's state, always shown in the header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -340,6 +351,8 @@ pub struct State {
     /// Whether the history kept on this device has been read (it arrives
     /// after the page has opened).
     pub history_loaded: bool,
+    /// Messages kept per conversation.
+    pub history_limit: HistoryLimit,
     /// Shared files.
     pub files: BTreeMap<u64, FileEntry>,
     /// Transfers of this page (not persisted).
@@ -501,6 +514,7 @@ impl State {
 
     /// Applies one action.
     pub fn apply(&mut self, action: Action) {
+        let limit = self.history_limit;
         match action {
             Action::Link(link) => {
                 // The answer to a change in flight is lost with the connection.
@@ -568,7 +582,7 @@ impl State {
                     delivery: None,
                     at_ms,
                 });
-                trim(c);
+                trim(c, limit);
             }
             Action::Sent(number) => {
                 if let Some(m) = self.own_message(number) {
@@ -617,7 +631,7 @@ impl State {
                     }
                     c.unread += 1;
                 }
-                trim(c);
+                trim(c, limit);
             }
             Action::SessionMoved => {
                 self.notice = Some(if self.moved_to_tab {
@@ -730,6 +744,7 @@ impl State {
     /// messages is gone, and this page's core does not hold them, so they
     /// cannot be confirmed any more: they are shown as failed, with Retry.
     fn merge_history(&mut self, stored: Vec<Stored>) {
+        let limit = self.history_limit;
         for Stored {
             peer,
             conversation: mut kept,
@@ -762,7 +777,7 @@ impl State {
                 }
                 c.unread += kept.unread;
             }
-            trim(c);
+            trim(c, limit);
         }
     }
 
@@ -824,9 +839,10 @@ pub fn as_sentence(text: &str, fallback: &str) -> String {
     out
 }
 
-fn trim(c: &mut Conversation) {
-    if c.messages.len() > HISTORY {
-        let extra = c.messages.len() - HISTORY;
+fn trim(c: &mut Conversation, limit: HistoryLimit) {
+    let keep = limit.0.max(1);
+    if c.messages.len() > keep {
+        let extra = c.messages.len() - keep;
         c.messages.drain(..extra);
     }
 }
@@ -1249,6 +1265,24 @@ mod tests {
         let c = &s.conversations[&Peer::User(2)];
         assert_eq!(c.messages.len(), HISTORY);
         assert_eq!(c.messages[0].delivery, Some(10));
+    }
+
+    #[test]
+    fn the_gateway_sets_how_much_history_is_kept() {
+        let mut s = signed_in();
+        s.history_limit = HistoryLimit(3);
+        for d in 0..5 {
+            s.apply(incoming(2, d, false));
+        }
+        s.apply(Action::Sending {
+            peer: Peer::User(2),
+            number: 1,
+            text: "mine".into(),
+            at_ms: 0,
+        });
+        let c = &s.conversations[&Peer::User(2)];
+        let kept: Vec<Option<u64>> = c.messages.iter().map(|m| m.delivery).collect();
+        assert_eq!(kept, [Some(3), Some(4), None], "the oldest went first");
     }
 
     #[test]
