@@ -159,12 +159,15 @@ impl Tools {
         .context("installing wasm-opt needs npm (Node.js)")
     }
 
-    /// Debian's packages for the tests: Chromium and its driver for the
-    /// browser tests, nginx and Caddy for the reverse-proxy tests, and
+    /// Debian's packages for the tests: PostgreSQL for the PostgreSQL
+    /// engine's tests, Chromium and its driver for the browser tests, nginx and Caddy for the reverse-proxy tests, and
     /// systemd's tools for the check of the package's units (a container
     /// may lack them).
     fn debian_packages(&self) -> Result<()> {
-        const WANTED: [(&str, &str); 7] = [
+        const WANTED: [(&str, &str); 8] = [
+            // The PostgreSQL engine's tests start their own server from
+            // here (server/tests/common/postgres.rs).
+            ("/usr/lib/postgresql/15/bin/postgres", "postgresql"),
             ("/usr/bin/chromium", "chromium"),
             ("/usr/bin/chromedriver", "chromium-driver"),
             ("/usr/sbin/nginx", "nginx"),

@@ -20,6 +20,7 @@
 mod accepted;
 pub mod admin;
 mod command;
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
@@ -184,6 +185,8 @@ pub struct Store {
 enum Reads {
     /// Threads with a reading connection each.
     Sqlite(Arc<crate::pool::Pool<Connection>>),
+    /// A small pool of PostgreSQL connections.
+    Postgres(deadpool_postgres::Pool),
 }
 
 /// What the store found when it opened.
@@ -241,6 +244,35 @@ impl Store {
         ))
     }
 
+    /// Connects to the PostgreSQL database at `url` (a `postgres://` URL or
+    /// a `key=value` string), creates or checks its schema, and starts the
+    /// writer task. `full_sync` makes every commit wait for PostgreSQL's
+    /// disk (`synchronous_commit = on`); complete files are charged at
+    /// least `min_file_charge` bytes each. Unlike [`Store::open`], nothing
+    /// is cleaned up: [`Recovered::incomplete_files`] is empty, since an
+    /// unfinished upload may be another live process's.
+    pub async fn open_postgres(
+        url: &str,
+        full_sync: bool,
+        min_file_charge: u64,
+        limits: StoreLimits,
+    ) -> Result<(Self, Recovered, tokio::task::JoinHandle<()>), StoreError> {
+        let target = postgres::Target::parse(url, full_sync)?;
+        let (link, pool, recovered, last) = postgres::open(&target, min_file_charge).await?;
+        let (tx, rx) = mpsc::channel(limits.queue.max(1));
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(last));
+        let task = tokio::spawn(postgres::run(target, link, rx, limits, committed.clone()));
+        Ok((
+            Self {
+                tx,
+                committed,
+                reads: Reads::Postgres(pool),
+            },
+            recovered,
+            task,
+        ))
+    }
+
     /// Queues a command, waiting while the queue is full.
     async fn queue<T>(
         &self,
@@ -288,6 +320,7 @@ impl Store {
             Reads::Sqlite(r) => {
                 Self::read_sqlite(r, move |c| sqlite::reads::account(c, &name)).await
             }
+            Reads::Postgres(p) => postgres::reads::account(p, &name).await,
         }
     }
 
@@ -297,6 +330,7 @@ impl Store {
             Reads::Sqlite(r) => {
                 Self::read_sqlite(r, move |c| sqlite::reads::account_of(c, user)).await
             }
+            Reads::Postgres(p) => postgres::reads::account_of(p, user).await,
         }
     }
 
@@ -333,6 +367,7 @@ impl Store {
             Reads::Sqlite(r) => {
                 Self::read_sqlite(r, move |c| sqlite::reads::user_name(c, user)).await
             }
+            Reads::Postgres(p) => postgres::reads::user_name(p, user).await,
         }
     }
 
@@ -405,6 +440,7 @@ impl Store {
                 })
                 .await
             }
+            Reads::Postgres(p) => postgres::reads::queued_page(p, user, after, limit).await,
         }
     }
 
@@ -448,6 +484,7 @@ impl Store {
     pub async fn file(&self, file: u64) -> Result<Option<FileMeta>, StoreError> {
         match &self.reads {
             Reads::Sqlite(r) => Self::read_sqlite(r, move |c| sqlite::reads::file(c, file)).await,
+            Reads::Postgres(p) => postgres::reads::file(p, file).await,
         }
     }
 
@@ -455,6 +492,7 @@ impl Store {
     pub async fn files(&self) -> Result<Vec<u64>, StoreError> {
         match &self.reads {
             Reads::Sqlite(r) => Self::read_sqlite(r, sqlite::reads::files).await,
+            Reads::Postgres(p) => postgres::reads::files(p).await,
         }
     }
 
