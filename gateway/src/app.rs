@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use server::observe::names;
 use server::peers::PeerLimits;
 use server::proxy_header;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -245,6 +246,11 @@ async fn healthz(State(state): State<AppState>) -> Response {
     (status, body).into_response()
 }
 
+/// Counts a tunnel refused before the upgrade.
+fn refused(reason: &'static str) {
+    metrics::counter!(names::TUNNELS_REFUSED, "reason" => reason).increment(1);
+}
+
 /// Refuses a request before the upgrade, with a one-line reason.
 fn refuse(status: StatusCode, reason: String) -> Response {
     (status, format!("{reason}\n")).into_response()
@@ -261,6 +267,7 @@ async fn ws(
 ) -> Response {
     let client = state.proxies.client(peer, &headers);
     if !state.origins.allows(&headers) {
+        refused("origin");
         tracing::warn!(%client, origin = ?headers.get("origin"), "foreign origin refused");
         return (
             StatusCode::FORBIDDEN,
@@ -272,6 +279,7 @@ async fn ws(
     let peer = match state.peers.connect(client.ip()) {
         Ok(peer) => peer,
         Err(e) => {
+            refused("per_address");
             tracing::warn!(%client, limit = e.limit, "too many tunnels from one address");
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -283,6 +291,7 @@ async fn ws(
         }
     };
     if !state.peers.allow_sign_in(client.ip()) {
+        refused("rate");
         tracing::warn!(%client, "tunnels opened too fast from one address");
         let mut r = refuse(
             StatusCode::TOO_MANY_REQUESTS,
@@ -293,6 +302,7 @@ async fn ws(
         return r;
     }
     let Ok(permit) = state.tunnels.clone().try_acquire_owned() else {
+        refused("full");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections; try again later\n",
@@ -302,6 +312,7 @@ async fn ws(
     let (read, write) = match connect(&state, client).await {
         Ok(halves) => halves,
         Err(e) => {
+            refused("server_unreachable");
             tracing::warn!(%client, error = %e, "chat server unreachable");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -325,6 +336,7 @@ async fn ws(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let started = Instant::now();
+            metrics::gauge!(names::TUNNELS).increment(1.0);
             let report = tunnel::run(socket, read, write, opts, shutdown).await;
             tracing::info!(
                 %client,
@@ -334,6 +346,11 @@ async fn ws(
                 end = ?report.end,
                 "tunnel closed"
             );
+            metrics::gauge!(names::TUNNELS).decrement(1.0);
+            metrics::counter!(names::TUNNEL_BYTES, "direction" => "to_server")
+                .increment(report.to_server);
+            metrics::counter!(names::TUNNEL_BYTES, "direction" => "to_browser")
+                .increment(report.to_browser);
             drop(permit);
             drop(peer);
         })

@@ -11,13 +11,17 @@ use clap::Parser;
 #[command(name = "chat-gateway", version)]
 struct Cli {
     #[command(flatten)]
+    observe: server::observe::ObserveArgs,
+
+    #[command(flatten)]
     config: gateway::GatewayConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    server::signal::init_logging();
     let cli = Cli::parse();
+    cli.observe.init_logging();
+    cli.observe.serve_metrics()?;
     let tls = cli.config.tls_cert.is_some();
     let running = gateway::start(cli.config).await?;
     let scheme = if tls { "https" } else { "http" };

@@ -33,8 +33,15 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// How long a tunnel must stay up with nothing crossing it.
-const SILENCE: Duration = Duration::from_secs(90);
+/// How long a tunnel must stay up with nothing crossing it
+/// (`CHAT_TEST_SILENCE_SECS` shortens it to try the test by hand).
+fn silence() -> Duration {
+    let secs = std::env::var("CHAT_TEST_SILENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    Duration::from_secs(secs)
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -349,6 +356,11 @@ where
     F: FnOnce(SocketAddr, Arc<Cert>) -> Fut,
     Fut: std::future::Future<Output = Proxy>,
 {
+    // RUST_LOG=debug shows the server's and the gateway's log.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let cert = Arc::new(cert(dir.path()));
     // The chat server: one connection per client address, loopback not
@@ -370,7 +382,7 @@ where
         c.trusted_proxy = vec!["127.0.0.1/32".parse().unwrap()];
         c.base_path = "/chat/".into();
         c.web_dir = None;
-        c.ping_interval = SILENCE.as_secs_f64() + 30.0;
+        c.ping_interval = silence().as_secs_f64() + 30.0;
     })
     .await;
     let proxy = start(gw.addr, cert.clone()).await;
@@ -420,7 +432,7 @@ where
     }
 
     // Silence, then both tunnels still carry a message.
-    tokio::time::sleep(SILENCE).await;
+    tokio::time::sleep(silence()).await;
     let session = alice.session;
     alice
         .send(Packet::MessageRequest {

@@ -13,14 +13,19 @@ use tokio::net::TcpStream;
 
 /// Starts the real `chat-gateway` binary in an empty working directory
 /// and returns it with its HTTP address.
-async fn spawn_gateway(dir: &std::path::Path) -> (tokio::process::Child, SocketAddr) {
+async fn spawn_gateway(
+    dir: &std::path::Path,
+    flags: &[&str],
+) -> (tokio::process::Child, SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-gateway"))
         .args(["--listen", "127.0.0.1:0", "--chat-listen", "127.0.0.1:0"])
+        .args(flags)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .current_dir(dir)
         .env("RUST_LOG", "warn")
         .env_remove("CHAT_WEB_DIR")
+        .stderr(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -45,7 +50,7 @@ async fn spawn_gateway(dir: &std::path::Path) -> (tokio::process::Child, SocketA
 #[tokio::test]
 async fn the_built_in_app_is_served_from_an_empty_working_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let (_child, addr) = spawn_gateway(dir.path()).await;
+    let (_child, addr) = spawn_gateway(dir.path(), &[]).await;
     let (status, headers, body) = http_get(addr, "/", &[]).await;
     assert_eq!(status, 200);
     let page = String::from_utf8_lossy(&body).to_string();
@@ -286,4 +291,56 @@ async fn an_untrusted_peer_cannot_send_a_proxy_header() {
         "a PROXY header from an untrusted peer must be refused, got {packet:?}"
     );
     srv.shutdown().await;
+}
+
+/// The value of the sample `series` on a metrics page, if shown.
+fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_cover_the_gateway_and_its_embedded_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics: SocketAddr = ([127, 0, 0, 1], port).into();
+    let flags = [
+        "--metrics-listen",
+        &metrics.to_string(),
+        "--public-origin",
+        "https://chat.example.org",
+    ];
+    let (_child, addr) = spawn_gateway(dir.path(), &flags).await;
+    let mut alice = WsPeer::connect(&format!("ws://{addr}/ws"), None)
+        .await
+        .unwrap();
+    alice.sign_in("alice").await;
+    // A foreign origin is refused, and counted.
+    let foreign = WsPeer::connect(&format!("ws://{addr}/ws"), Some("https://evil.example")).await;
+    assert!(foreign.is_err());
+    let want = [
+        ("chat_gateway_tunnels", 1.0),
+        ("chat_connections", 1.0),
+        (
+            r#"chat_gateway_tunnels_refused_total{reason="origin"}"#,
+            1.0,
+        ),
+    ];
+    let page = tokio::time::timeout(patience(), async {
+        loop {
+            let (_, _, body) = http_get(metrics, "/metrics", &[]).await;
+            let page = String::from_utf8_lossy(&body).to_string();
+            if want.iter().all(|(s, v)| metric(&page, s) == Some(*v)) {
+                return page;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the metrics never showed {want:?}"));
+    assert!(page.contains("# TYPE chat_gateway_tunnels gauge"), "{page}");
 }

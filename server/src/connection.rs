@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::context::Context;
 use crate::handlers;
 use crate::hub::Session;
+use crate::observe::names;
 use crate::outbox::{Outbox, OutboxReceiver};
 
 /// Bytes read from the socket at a time, at most.
@@ -93,6 +94,7 @@ async fn serve<R, W>(
     let span = tracing::info_span!("conn", %peer);
     async move {
         tracing::debug!("connected");
+        let _open = OpenConnection::new();
         let (out, receiver) = Outbox::new(ctx.config.max_queued_bytes, ctx.budget.clone());
         let write_task = tokio::spawn(write_loop(writer, receiver).in_current_span());
         let mut conn = Connection {
@@ -167,6 +169,22 @@ async fn serve<R, W>(
     }
     .instrument(span)
     .await
+}
+
+/// Counts a connection in the open-connections gauge while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics::gauge!(names::CONNECTIONS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+    }
 }
 
 /// Decodes and handles every whole packet in `buf`. Consecutive messages

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::broadcasts::{Log, Owed};
+use crate::observe::names;
 use crate::outbox::Outbox;
 use crate::rate::TokenBucket;
 use crate::redelivery::{Held, Redelivery};
@@ -109,7 +110,9 @@ impl Session {
         let mut st = self.state();
         if let Some(bytes) = st.redelivery.live_direct(delivery, bytes) {
             if let Some(conn) = &st.conn {
-                conn.send(bytes);
+                if conn.send(bytes) {
+                    metrics::counter!(names::DELIVERIES, "path" => "live_direct").increment(1);
+                }
             }
         }
     }
@@ -359,6 +362,7 @@ impl Hub {
         }
         let sessions: Vec<Arc<Session>> = self.lock().by_id.values().cloned().collect();
         let frames: Vec<Bytes> = batch.iter().map(|(_, b)| b.clone()).collect();
+        let mut sent = 0;
         for session in sessions.iter().filter(|s| s.id != sender.id) {
             if !session.is_attached() {
                 continue;
@@ -374,8 +378,10 @@ impl Hub {
             }
             if let Some(conn) = &st.conn {
                 conn.send_all(&frames);
+                sent += frames.len() as u64;
             }
         }
+        metrics::counter!(names::DELIVERIES, "path" => "live_broadcast").increment(sent);
     }
 
     /// Removes and returns the sessions silent for `timeout` or longer.

@@ -19,7 +19,8 @@
 //! - `rate`: the per-session message rate limit.
 //! - [`peers`]: limits per client address (connections, sign-ins), shared with the gateway.
 //! - [`proxy_header`]: the PROXY protocol v2 header by which a trusted gateway names its client.
-//! - [`signal`]: logging setup and the shutdown signal, for the binaries.
+//! - [`observe`]: Prometheus metrics (names in one place) and the log format.
+//! - [`signal`]: the shutdown signal, for the binaries.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -36,6 +37,7 @@ mod context;
 mod disk;
 mod handlers;
 mod hub;
+pub mod observe;
 mod outbox;
 pub mod peers;
 mod pool;

@@ -38,6 +38,9 @@ struct Cli {
     trusted_proxy: Vec<ipnet::IpNet>,
 
     #[command(flatten)]
+    observe: server::observe::ObserveArgs,
+
+    #[command(flatten)]
     config: server::Config,
 }
 
@@ -195,8 +198,8 @@ fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    server::signal::init_logging();
     let cli = Cli::parse();
+    cli.observe.init_logging();
     let mut config = cli.config;
     if config.postgres.is_some() && cli.command.is_some() {
         // They work on a data directory's SQLite database.
@@ -212,6 +215,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
+    // The commands above run beside a server: no listener of their own.
+    cli.observe.serve_metrics()?;
     config.listen = cli.listen;
     config.trusted_proxy = cli.trusted_proxy;
     config.tls = match (cli.tls_cert, cli.tls_key) {

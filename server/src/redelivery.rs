@@ -24,6 +24,7 @@ use proto::{ErrorCode, Packet};
 
 use crate::context::Context;
 use crate::hub::{Finish, Session};
+use crate::observe::names;
 use crate::outbox::{encode, Outbox};
 
 /// Live messages held during one redelivery, at most.
@@ -303,7 +304,11 @@ async fn paced_send(ctx: &Context, out: &Outbox, bytes: Bytes) -> bool {
         );
         return false;
     }
-    out.send(bytes)
+    let sent = out.send(bytes);
+    if sent {
+        metrics::counter!(names::DELIVERIES, "path" => "redelivery").increment(1);
+    }
+    sent
 }
 
 /// Sends the stored mailbox past `after` and up to `upto`.

@@ -24,6 +24,7 @@ use crate::connection;
 use crate::context::Context;
 use crate::disk::Disk;
 use crate::hub::Hub;
+use crate::observe::names;
 use crate::outbox::Budget;
 use crate::peers::PeerLimits;
 use crate::proxy_header;
@@ -35,6 +36,9 @@ use crate::transfers::quota::Quota;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often the free disk space is read.
 const DISK_EVERY: Duration = Duration::from_secs(2);
+/// How often the gauges of [`crate::observe`] are read (the mailboxes'
+/// depth is a count over the database).
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -201,9 +205,15 @@ impl Doors {
                     tracing::debug!(proxy = %peer, %client, "connection through a trusted proxy");
                     doors.admit(Admitted::Tcp(stream), client, permit);
                 }
-                Ok(Err(e)) => tracing::warn!(proxy = %peer, error = %e, "connection refused"),
+                Ok(Err(e)) => {
+                    metrics::counter!(names::CONNECTIONS_REFUSED, "reason" => "proxy_header")
+                        .increment(1);
+                    tracing::warn!(proxy = %peer, error = %e, "connection refused");
+                }
                 Err(_) => {
-                    tracing::warn!(proxy = %peer, "no PROXY header in time; connection closed")
+                    metrics::counter!(names::CONNECTIONS_REFUSED, "reason" => "proxy_header")
+                        .increment(1);
+                    tracing::warn!(proxy = %peer, "no PROXY header in time; connection closed");
                 }
             }
         });
@@ -216,6 +226,8 @@ impl Doors {
         let address = match ctx.peers.connect(peer.ip()) {
             Ok(address) => address,
             Err(refused) => {
+                metrics::counter!(names::CONNECTIONS_REFUSED, "reason" => "per_address")
+                    .increment(1);
                 self.tracker.spawn(async move {
                     match conn {
                         Admitted::Tcp(stream) => refuse(stream, &ctx, refused.limit).await,
@@ -434,6 +446,24 @@ async fn run(listener: TcpListener, doors: Arc<Doors>, writer: Writer) {
     tracing::info!("stopped");
 }
 
+/// Reads the gauges that are states rather than events: sessions,
+/// transfers, the mailboxes' depth.
+async fn sample_gauges(ctx: &Context) {
+    let sessions = ctx.hub.all();
+    let attached = sessions.iter().filter(|s| s.is_attached()).count();
+    metrics::gauge!(names::SESSIONS).set(sessions.len() as f64);
+    metrics::gauge!(names::SESSIONS_ATTACHED).set(attached as f64);
+    let open = ctx
+        .config
+        .max_open_transfers
+        .saturating_sub(ctx.open_files.available_permits());
+    metrics::gauge!(names::TRANSFERS).set(open as f64);
+    match ctx.store.queued_total().await {
+        Ok(n) => metrics::gauge!(names::MAILBOX_MESSAGES).set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot count the mailboxes"),
+    }
+}
+
 /// Ends sessions that have been silent longer than the timeout.
 async fn expire_sessions(ctx: Arc<Context>, shutdown: CancellationToken) {
     let timeout = ctx.config.session_timeout();
@@ -542,6 +572,7 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut last_gauges: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -552,6 +583,10 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
                 }
                 let disk = ctx.clone();
                 let _ = tokio::task::spawn_blocking(move || disk.disk.refresh()).await;
+                if last_gauges.is_none_or(|t| now.duration_since(t) >= GAUGES_EVERY) {
+                    last_gauges = Some(now);
+                    sample_gauges(&ctx).await;
+                }
                 if last_prune.is_none_or(|t| now.duration_since(t) >= prune_every) {
                     last_prune = Some(now);
                     match ctx.store.prune(ctx.config.session_record_age(), ctx.config.mail_expiry()).await {

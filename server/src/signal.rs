@@ -1,16 +1,5 @@
 //! What the binaries (`chat-server`, `chat-gateway`) share at their edge:
-//! logging setup and the shutdown signal.
-
-use tracing_subscriber::EnvFilter;
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-}
+//! the shutdown signal (logging and metrics are in [`crate::observe`]).
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {

@@ -15,7 +15,7 @@ use common::{patience, pattern, Peer, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 async fn server_on(pg: &PgServer, files: &Path) -> TestServer {
@@ -99,6 +99,7 @@ async fn spawn_on_postgres(
     pg: &PgServer,
     files: &Path,
     cwd: &Path,
+    flags: &[&str],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .args([
@@ -109,6 +110,7 @@ async fn spawn_on_postgres(
             "--files-dir",
         ])
         .arg(files)
+        .args(flags)
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -224,7 +226,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
     let pg = PgServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path()).await;
+    let (mut child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &[]).await;
 
     let mut carol = Peer::connect(addr).await;
     carol.sign_in("carol").await;
@@ -274,7 +276,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         .map(|(_, _, s)| s.answered.lock().unwrap().len())
         .sum();
 
-    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path()).await;
+    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &[]).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;
     assert_eq!(bob.user, bob_user);
@@ -346,4 +348,58 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
     carol_reader.abort();
     // The server kept its state in the database, not in its directory.
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+}
+
+/// One Prometheus sample's value from a `/metrics` page of `addr`, once it
+/// satisfies `ok`; gauges are sampled every few seconds, so this scrapes
+/// again until then, within a bound.
+async fn metric_once(addr: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let bound = patience() * 3;
+    let found = tokio::time::timeout(bound, async {
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                let get = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                let mut raw = Vec::new();
+                if s.write_all(get).await.is_ok() && s.read_to_end(&mut raw).await.is_ok() {
+                    let page = String::from_utf8_lossy(&raw).to_string();
+                    let value = page
+                        .lines()
+                        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+                    if let Some(v) = value.filter(|v| ok(*v)) {
+                        return v;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{series} never as wanted within {bound:?}"))
+}
+
+/// The store's metrics (batch sizes, commit latency, mailbox depth) are
+/// recorded on PostgreSQL as on SQLite.
+#[tokio::test]
+async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
+    let pg = PgServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let flags = ["--metrics-listen", metrics.as_str()];
+    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &flags).await;
+    let mut bob = Peer::connect(addr).await;
+    bob.sign_in("bob").await;
+    let bob_user = bob.user;
+    drop(bob);
+    let mut alice = Peer::connect(addr).await;
+    alice.sign_in("alice").await;
+    for n in 1..=3 {
+        alice.message(bob_user, n, "hello").await;
+    }
+    metric_once(&metrics, "chat_mailbox_messages", |v| v == 3.0).await;
+    metric_once(&metrics, "chat_store_batch_size_count", |v| v >= 1.0).await;
+    metric_once(&metrics, "chat_store_commit_seconds_count", |v| v >= 1.0).await;
 }

@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::connection::Connection;
 use crate::hub::Session;
+use crate::observe::names;
 use crate::transfers::download::Download;
 use crate::transfers::quota::QuotaRefused;
 use crate::transfers::upload::{Accepted, Upload};
@@ -233,6 +234,7 @@ pub(super) async fn upload_chunk(
         }
         Ok(Accepted::New { writes, last }) => (writes, last),
     };
+    metrics::counter!(names::FILE_BYTES, "direction" => "up").increment(data.len() as u64);
     let (file, size) = (up.file, up.size);
     if !writes.is_empty() || last {
         let part = up.part.clone();
@@ -373,6 +375,7 @@ pub(super) async fn download_chunk(
     };
     let done = down.sent(chunk);
     drop(down);
+    metrics::counter!(names::FILE_BYTES, "direction" => "down").increment(data.len() as u64);
     if done {
         session.transfers.remove(transaction);
     }

@@ -6,6 +6,7 @@ use proto::{kind, ErrorCode, Packet};
 
 use crate::connection::Connection;
 use crate::hub::Session;
+use crate::observe::names;
 use crate::outbox::encode;
 use crate::store::{Pending, StoreError, Stored};
 
@@ -157,6 +158,14 @@ fn finish_direct(
     outcome: Result<Stored, StoreError>,
 ) {
     const T: u16 = kind::MESSAGE_REQUEST;
+    let result = match &outcome {
+        Ok(Stored::New(_)) => "stored",
+        Ok(Stored::Duplicate) => "duplicate",
+        Ok(Stored::UnknownRecipient) => "unknown_recipient",
+        Ok(Stored::MailboxFull) => "mailbox_full",
+        Err(_) => "error",
+    };
+    metrics::counter!(names::MESSAGES_IN, "result" => result).increment(1);
     match outcome {
         Ok(Stored::New(delivery)) => {
             conn.reply(Packet::MessageResponse { message });
@@ -226,6 +235,12 @@ fn finish_broadcast(
     body: Bytes,
     outcome: Result<Stored, StoreError>,
 ) -> Option<(u64, Bytes)> {
+    let result = match &outcome {
+        Ok(Stored::New(_)) => "stored",
+        Ok(_) => "duplicate",
+        Err(_) => "error",
+    };
+    metrics::counter!(names::BROADCASTS_IN, "result" => result).increment(1);
     match outcome {
         Ok(Stored::New(id)) => {
             conn.reply(Packet::BroadcastResponse { message });

@@ -496,6 +496,14 @@ impl Store {
         }
     }
 
+    /// Direct messages stored and not yet acknowledged, in all mailboxes.
+    pub async fn queued_total(&self) -> Result<u64, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(r) => Self::read_sqlite(r, sqlite::reads::queued_total).await,
+            Reads::Postgres(p) => postgres::reads::queued_total(p).await,
+        }
+    }
+
     /// Removes session records older than `session_age` and, when
     /// `mail_age` is set, unread messages older than it.
     pub async fn prune(

@@ -347,9 +347,18 @@ impl Peer {
 /// Starts the real `chat-server` binary on `dir`, on a free loopback port,
 /// and returns it with the address it printed. It is killed when dropped.
 pub async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    spawn_binary_with(dir, &[]).await
+}
+
+/// [`spawn_binary`] with more flags.
+pub async fn spawn_binary_with(
+    dir: &std::path::Path,
+    flags: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -24,6 +24,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::command::answer;
 use super::{Command, Recovered, StoreError, StoreLimits};
+use crate::observe::names;
 
 /// Requests committed together at most; bounds the latency of the first.
 const MAX_BATCH: usize = 1024;
@@ -211,11 +212,18 @@ pub(super) async fn run(
         let Some(l) = link.as_mut() else {
             let why = down.as_deref().unwrap_or("not connected");
             let err = StoreError::Database(format!("PostgreSQL is unreachable: {why}").into());
+            metrics::counter!(names::STORE_FAILED).increment(1);
             tracing::error!(error = %err, requests = batch.len(), "batch refused");
             batch.into_iter().for_each(|c| answer(c, Err(&err)));
             continue;
         };
+        let (size, started) = (batch.len(), std::time::Instant::now());
         let result = tokio::time::timeout(BATCH_TIMEOUT, batch::execute(l, &batch, &limits)).await;
+        metrics::histogram!(names::STORE_BATCH).record(size as f64);
+        metrics::histogram!(names::STORE_COMMIT).record(started.elapsed().as_secs_f64());
+        if !matches!(result, Ok(Ok(_))) {
+            metrics::counter!(names::STORE_FAILED).increment(1);
+        }
         match result {
             Ok(Ok((outcomes, highest))) => {
                 if let Some(h) = highest {

@@ -57,6 +57,23 @@ pub(in crate::store) async fn queued_page(
         .collect()
 }
 
+/// Messages in every mailbox: the sum of the counts the writer keeps per
+/// recipient, rather than a count over the queue's rows.
+pub(in crate::store) async fn queued_total(pool: &Pool) -> Result<u64, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached("SELECT COALESCE(sum(messages), 0)::BIGINT FROM mailboxes")
+        .await
+        .map_err(db)?;
+    let n: i64 = c
+        .query_one(&st, &[])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    Ok(n.max(0) as u64)
+}
+
 pub(in crate::store) async fn file(pool: &Pool, file: u64) -> Result<Option<FileMeta>, StoreError> {
     let c = client(pool).await?;
     let st = c

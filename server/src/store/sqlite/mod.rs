@@ -17,6 +17,7 @@ use tokio::sync::mpsc::Receiver;
 
 use super::command::{answer, Reply};
 use super::{Command, StoreError, StoreLimits};
+use crate::observe::names;
 use mailboxes::Mailboxes;
 use senders::Senders;
 
@@ -96,7 +97,13 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        writer.commit_batch(batch);
+        let (size, started) = (batch.len(), std::time::Instant::now());
+        let ok = writer.commit_batch(batch);
+        metrics::histogram!(names::STORE_BATCH).record(size as f64);
+        metrics::histogram!(names::STORE_COMMIT).record(started.elapsed().as_secs_f64());
+        if !ok {
+            metrics::counter!(names::STORE_FAILED).increment(1);
+        }
     }
     tracing::debug!("store closed");
 }
@@ -123,7 +130,7 @@ impl Writer {
     /// fails, SQLite may already have rolled the transaction back, so
     /// nothing of the batch is committed and every request in it gets the
     /// error: a sender's resend is then stored, not taken for a duplicate.
-    fn commit_batch(&mut self, batch: Vec<Command>) {
+    fn commit_batch(&mut self, batch: Vec<Command>) -> bool {
         let Writer { conn, state, .. } = self;
         let tx = match conn.transaction() {
             Ok(tx) => tx,
@@ -133,7 +140,7 @@ impl Writer {
                 for command in batch {
                     answer(command, Err(&err));
                 }
-                return;
+                return false;
             }
         };
         let (first_delivery, first_broadcast) = (state.delivery, state.broadcast);
@@ -168,13 +175,15 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.committed.store(state.delivery, Ordering::Release);
-                replies.into_iter().for_each(|r| r(Ok(())))
+                replies.into_iter().for_each(|r| r(Ok(())));
+                true
             }
             Err(err) => {
                 state.users.clear();
                 state.mailboxes.clear();
                 tracing::error!(error = %err, "batch not committed");
                 replies.into_iter().for_each(|r| r(Err(&err)));
+                false
             }
         }
     }

@@ -58,6 +58,14 @@ pub(in crate::store) fn files(c: &Connection) -> Result<Vec<u64>, StoreError> {
         .collect())
 }
 
+/// Messages in every mailbox (SQLite counts the rows of an index).
+pub(in crate::store) fn queued_total(c: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = c
+        .prepare_cached("SELECT count(*) FROM queued")?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 pub(in crate::store) fn account(c: &Connection, name: &str) -> Result<Option<Account>, StoreError> {
     Ok(c.prepare_cached(
         "SELECT users.id, accounts.hash FROM users JOIN accounts ON accounts.user = users.id
