@@ -970,3 +970,251 @@ async fn use_here_moves_a_session_to_a_second_tab_and_the_first_says_where_it_we
     bob.close().await.unwrap();
     chat.stop().await;
 }
+
+/// Waits until `path` holds `len` bytes, for up to `limit`.
+async fn wait_for_file(path: &std::path::Path, len: u64, limit: std::time::Duration) {
+    let deadline = Instant::now() + limit;
+    while std::fs::metadata(path).map(|m| m.len()).ok() != Some(len) {
+        assert!(
+            Instant::now() < deadline,
+            "{} was not saved",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The page's WebAssembly memory, which only grows: the most it held.
+async fn wasm_memory(c: &fantoccini::Client) -> u64 {
+    let v = c
+        .execute(
+            "return Number(document.querySelector('.app').dataset.wasmMemory)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    v.as_u64().unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn a_large_file_goes_up_and_down_without_ever_sitting_whole_in_the_page() {
+    // CHAT_E2E_LARGE_MIB changes the size (200 MiB by default).
+    let mib: u64 = std::env::var("CHAT_E2E_LARGE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let size = mib * 1024 * 1024;
+    // A transfer of this size takes far longer than an ordinary event.
+    let limit = patience() * 2 + std::time::Duration::from_secs(mib / 2);
+    let chat = Chat::start().await;
+    let alice = chat.browser().await;
+    let bob = chat.browser().await;
+    sign_in(&alice, "alice").await;
+    sign_in(&bob, "bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.bin");
+    let data: Vec<u8> = (0..size as u32).map(|i| (i ^ (i >> 11)) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+
+    let input = alice
+        .find(Locator::Css("[data-testid=upload-input]"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    input.send_keys(&path.to_string_lossy()).await.unwrap();
+    alice
+        .wait()
+        .at_most(limit)
+        .for_element(Locator::Css("[data-testid=transfer][data-state=done]"))
+        .await
+        .expect("the upload finishes");
+    let up = started.elapsed();
+
+    let button = wait_for(
+        &bob,
+        "[data-testid=file][data-file-name='large.bin'] [data-testid=download]",
+    )
+    .await;
+    let started = Instant::now();
+    button.click().await.unwrap();
+    bob.wait()
+        .at_most(limit)
+        .for_element(Locator::Css("[data-testid=transfer][data-state=done]"))
+        .await
+        .expect("the download finishes");
+    let down = started.elapsed();
+    let saved = chat.downloads.path().join("large.bin");
+    wait_for_file(&saved, size, limit).await;
+    assert!(
+        std::fs::read(&saved).unwrap() == data,
+        "the bytes arrived as sent"
+    );
+    screenshot(&bob, "large-download-done").await;
+
+    let (uploader, downloader) = (wasm_memory(&alice).await, wasm_memory(&bob).await);
+    let heap = bob
+        .execute(
+            "return performance.memory ? performance.memory.usedJSHeapSize : 0",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "{mib} MiB: upload {:.1} s, download {:.1} s; wasm memory at most {:.1} MiB (uploader), \
+         {:.1} MiB (downloader); downloader's JS heap afterwards {:.1} MiB",
+        up.as_secs_f64(),
+        down.as_secs_f64(),
+        uploader as f64 / 1048576.0,
+        downloader as f64 / 1048576.0,
+        heap.as_f64().unwrap_or(0.0) / 1048576.0
+    );
+    // Neither page ever held the file: its memory stays far below its size.
+    let bound = 64 * 1024 * 1024;
+    assert!(
+        uploader < bound && uploader < size,
+        "uploader held {uploader} bytes"
+    );
+    assert!(
+        downloader < bound && downloader < size,
+        "downloader held {downloader} bytes"
+    );
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    chat.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn several_tabs_reconnect_after_a_gateway_restart_each_to_its_own_session() {
+    let mut chat = Chat::start().await;
+    let names = ["ann", "ben", "cat", "dan"];
+    let mut pages = Vec::new();
+    for name in names {
+        let page = chat.browser().await;
+        sign_in(&page, name).await;
+        pages.push(page);
+    }
+    let mut sessions = Vec::new();
+    for page in &pages {
+        sessions.push(
+            page.execute("return sessionStorage.getItem('chat.session')", vec![])
+                .await
+                .unwrap(),
+        );
+    }
+    chat.restart_gateway().await;
+    for page in &pages {
+        wait_for(page, "[data-testid=connection-state][data-state=online]").await;
+    }
+    for (page, session) in pages.iter().zip(&sessions) {
+        let now = page
+            .execute("return sessionStorage.getItem('chat.session')", vec![])
+            .await
+            .unwrap();
+        assert_eq!(&now, session, "each resumed its own session");
+    }
+    // Everyone hears a broadcast sent after the restart.
+    send(&pages[0], "all back").await;
+    for page in &pages[1..] {
+        click(page, "[data-testid=conversation][data-title=Everyone]").await;
+        wait_for_message(page, "all back").await;
+    }
+    screenshot(&pages[3], "several-tabs-reconnected").await;
+    for page in pages {
+        page.close().await.unwrap();
+    }
+    chat.stop().await;
+}
+
+/// Saves a screenshot for the README: under `target/e2e/` always, and
+/// under `docs/screenshots/` when CHAT_UPDATE_SCREENSHOTS is set.
+async fn readme_screenshot(c: &fantoccini::Client, name: &str) {
+    screenshot(c, &format!("readme-{name}")).await;
+    if std::env::var_os("CHAT_UPDATE_SCREENSHOTS").is_some() {
+        let dir = e2e::root().join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the built web app and Chromium; run by cargo xtask test"]
+async fn the_readme_screenshots_show_desktop_and_phone_in_light_and_dark() {
+    let chat = Chat::start().await;
+    let dark = serde_json::json!({ "args": [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--no-first-run", "--window-size=1280,800", "--blink-settings=preferredColorScheme=0"
+    ]});
+    let light = chat
+        .browser_with(serde_json::json!({ "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", "--window-size=1280,800", "--blink-settings=preferredColorScheme=1"
+        ]}))
+        .await;
+    let night = chat.browser_with(dark).await;
+    let phone = chat.phone().await;
+    sign_in(&light, "alice").await;
+    sign_in(&night, "bob").await;
+    sign_in(&phone, "carol").await;
+    let is_dark = night
+        .execute(
+            "return matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(is_dark, true, "the dark window prefers dark");
+
+    send(
+        &light,
+        "Morning all! Release notes: https://example.org/notes",
+    )
+    .await;
+    click(&night, "[data-testid=user][data-user-name=alice]").await;
+    for text in ["Hi Alice", "Reading them now.\nLooks good."] {
+        send(&night, text).await;
+    }
+    click(&light, "[data-testid=conversation][data-title=bob]").await;
+    wait_for_message(&light, "Hi Alice").await;
+    send(&light, "Great, thanks Bob").await;
+    wait_for_message(&night, "Great, thanks Bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.pdf");
+    std::fs::write(&path, vec![b'%'; 48 * 1024]).unwrap();
+    light
+        .find(Locator::Css("[data-testid=upload-input]"))
+        .await
+        .unwrap()
+        .send_keys(&path.to_string_lossy())
+        .await
+        .unwrap();
+    wait_for(&night, "[data-testid=file][data-file-name='plan.pdf']").await;
+    wait_for(&light, "[data-testid=file][data-file-name='plan.pdf']").await;
+    readme_screenshot(&light, "desktop-light").await;
+    readme_screenshot(&night, "desktop-dark").await;
+
+    click(&phone, "[data-testid=conversation][data-title=Everyone]").await;
+    wait_for_message(
+        &phone,
+        "Morning all! Release notes: https://example.org/notes",
+    )
+    .await;
+    readme_screenshot(&phone, "phone-light").await;
+    let phone_dark = chat
+        .browser_with(serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", "--blink-settings=preferredColorScheme=0"],
+            "mobileEmulation": { "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true } }
+        }))
+        .await;
+    sign_in(&phone_dark, "dave").await;
+    click(&phone_dark, "[data-testid=show-files]").await;
+    wait_for(&phone_dark, "[data-testid=file][data-file-name='plan.pdf']").await;
+    readme_screenshot(&phone_dark, "phone-dark-files").await;
+    for c in [light, night, phone, phone_dark] {
+        c.close().await.unwrap();
+    }
+    chat.stop().await;
+}

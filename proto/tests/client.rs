@@ -1281,3 +1281,91 @@ fn a_password_change_whose_answer_was_lost_is_settled_by_the_next_sign_in() {
     );
     assert!(!evs.iter().any(|e| matches!(e, Event::SignInFailed { .. })));
 }
+
+#[test]
+fn a_supplied_upload_is_read_as_it_is_sent_and_arrives_whole() {
+    let mut c = signed_in();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let t = c.upload_supplied("big.bin", data.len() as u64).unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![Packet::FileUploadRequest {
+            session: S,
+            size: 3000,
+            name: "big.bin".into()
+        }]
+    );
+    feed(
+        &mut c,
+        secs(1),
+        &[Packet::FileUploadResponse {
+            file: 4,
+            transaction: 8,
+        }],
+    );
+    // The fake shell reads what is wanted; the fake server answers every
+    // chunk; at most 2 windows of 2 chunks are ever asked for ahead.
+    let mut received = vec![None; 12];
+    let mut complete = false;
+    for _ in 0..100 {
+        for e in events(&mut c) {
+            match e {
+                Event::UploadWants {
+                    transfer,
+                    offset,
+                    len,
+                } => {
+                    assert_eq!(transfer, t);
+                    assert!(len <= 4 * 256, "{len} bytes asked at once");
+                    let (from, to) = (offset as usize, (offset + len) as usize);
+                    // Supplied in two pieces, as slices of a file may come.
+                    let mid = from + (to - from) / 2;
+                    assert!(c.supply_upload(t, offset, &data[from..mid]));
+                    assert!(!c.supply_upload(t, offset, &data[from..mid]), "twice");
+                    assert!(c.supply_upload(t, mid as u64, &data[mid..to]));
+                }
+                Event::TransferComplete { transfer, file } => {
+                    assert_eq!((transfer, file), (t, 4));
+                    complete = true;
+                }
+                _ => {}
+            }
+        }
+        let answers: Vec<Packet> = sent(&mut c)
+            .into_iter()
+            .map(|p| match p {
+                Packet::UploadChunkRequest {
+                    transaction: 8,
+                    chunk,
+                    data,
+                } => {
+                    received[chunk as usize] = Some(data);
+                    Packet::UploadChunkResponse {
+                        transaction: 8,
+                        chunk,
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        if answers.is_empty() && complete {
+            break;
+        }
+        feed(&mut c, secs(1), &answers);
+    }
+    assert!(complete, "the upload completed");
+    let sent_bytes: Vec<u8> = received
+        .into_iter()
+        .map(|chunk| chunk.expect("every chunk was sent"))
+        .flat_map(|b| b.to_vec())
+        .collect();
+    assert_eq!(sent_bytes, data);
+    assert!(
+        !c.supply_upload(t, 0, b"late"),
+        "a finished upload takes nothing"
+    );
+    assert!(matches!(
+        c.upload_supplied("huge", u64::from(u32::MAX) + 1),
+        Err(proto::ClientError::FileTooLarge(_))
+    ));
+}

@@ -12,6 +12,7 @@ use crate::components::{
 use crate::connection::{self, Connection};
 use crate::history;
 use crate::notify;
+use crate::record;
 use crate::state::{Action, Link, Peer, State, View};
 use crate::tabs::{Heard, Tabs};
 
@@ -30,7 +31,7 @@ fn initial_state() -> State {
         };
     }
     let mut state = browser::session_get(STATE_KEY)
-        .and_then(|json| serde_json::from_str::<State>(&json).ok())
+        .and_then(|json| record::state_from_json(&json))
         .unwrap_or_default();
     state.link = Link::Connecting;
     state.notifications = notifications;
@@ -147,9 +148,7 @@ pub fn App() -> Html {
         let sync = sync.clone();
         use_effect_with(state.clone(), move |state| {
             if state.me.is_some() {
-                if let Ok(json) = serde_json::to_string(&**state) {
-                    browser::session_set(STATE_KEY, &json);
-                }
+                browser::session_set(STATE_KEY, &record::state_to_json(state));
             }
             let mut s = sync.borrow_mut();
             let Some(account) = s.account.clone().filter(|_| s.loaded) else {
@@ -368,7 +367,8 @@ pub fn App() -> Html {
     });
     html! {
         <div class="app" {ondragover} {ondrop}
-            data-history={if state.history_loaded { "loaded" } else { "loading" }}>
+            data-history={if state.history_loaded { "loaded" } else { "loading" }}
+            data-wasm-memory={browser::wasm_memory_bytes().to_string()}>
             <Header state={state.clone()} {on_sign_out} {on_reconnect} {on_password} {on_notifications} />
             { for notice }
             if signed_in && state.password_form.is_open() {
@@ -396,17 +396,12 @@ pub fn files_of(list: &web_sys::FileList) -> Vec<web_sys::File> {
     (0..list.length()).filter_map(|i| list.get(i)).collect()
 }
 
-/// Reads each file and hands its bytes to the connection.
+/// Hands each file to the connection, which reads it in slices as the
+/// upload needs them.
 fn upload_callback(conn: Rc<connection::Shared>) -> Callback<Vec<web_sys::File>> {
     Callback::from(move |files: Vec<web_sys::File>| {
         for file in files {
-            let conn = conn.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                match browser::read_file(&file).await {
-                    Ok(bytes) => Connection::upload(&conn, &file.name(), bytes),
-                    Err(e) => Connection::notice(&conn, e),
-                }
-            });
+            Connection::upload(&conn, file);
         }
     })
 }

@@ -79,10 +79,28 @@ pub fn describe(e: &wasm_bindgen::JsValue) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
-/// Reads a picked or dropped file's bytes.
-pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
-    let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer())
+/// Reads `len` bytes of a file (or any blob) from `offset`: only that
+/// slice is copied into the app's memory.
+pub async fn read_slice(blob: &web_sys::Blob, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+    let slice = blob
+        .slice_with_f64_and_f64(offset as f64, (offset + len) as f64)
+        .map_err(|e| describe(&e))?;
+    let buffer = wasm_bindgen_futures::JsFuture::from(slice.array_buffer())
         .await
-        .map_err(|_| format!("cannot read {}", file.name()))?;
+        .map_err(|e| describe(&e))?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Bytes of the app's WebAssembly memory. It only ever grows, so this is
+/// also the most the app has held at once (shown on the page for the
+/// end-to-end tests that check a large file never sits in it whole).
+pub fn wasm_memory_bytes() -> u32 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| {
+            m.buffer()
+                .unchecked_into::<js_sys::ArrayBuffer>()
+                .byte_length()
+        })
+        .unwrap_or(0)
 }

@@ -17,6 +17,7 @@ use wasm_bindgen::JsValue;
 
 use crate::browser;
 use crate::connection::socket_url;
+use crate::record;
 use crate::state::{Peer, Stored};
 
 const DATABASE: &str = "chat-history";
@@ -92,13 +93,13 @@ pub async fn load(account: &str) -> Result<Vec<Stored>, String> {
     Ok(values
         .into_iter()
         .filter_map(|v| v.as_string())
-        .filter_map(|json| serde_json::from_str(&json).ok())
+        .filter_map(|json| record::stored_from_json(&json))
         .collect())
 }
 
 /// Writes one conversation of `account`.
 pub async fn save(account: &str, stored: &Stored) -> Result<(), String> {
-    let json = serde_json::to_string(stored).map_err(|e| e.to_string())?;
+    let json = record::stored_to_json(stored);
     let db = database().await?;
     let tx = db
         .transaction(&[STORE], TransactionMode::ReadWrite)

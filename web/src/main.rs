@@ -7,6 +7,7 @@
 //! - `connection`: the WebSocket shell around `proto::Client`.
 //! - `browser`: storage, clock, file reading and saving.
 //! - `history`: conversations kept in IndexedDB per server and name.
+//! - `record`: the history's records and the tab's snapshot as JSON.
 //! - `components/`: sign-in, header, sidebar, conversation, files.
 //! - `format`: sizes and speeds.
 //! - `tabs`: other tabs of this browser, and taking a session over.
@@ -23,6 +24,7 @@ mod connection;
 mod format;
 mod history;
 mod notify;
+mod record;
 mod state;
 mod tabs;
 mod timeline;

@@ -10,47 +10,66 @@
 
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BroadcastChannel, MessageEvent};
 use yew::Callback;
 
+use crate::record::Json;
+
 const CHANNEL: &str = "chat-tabs";
 
-/// What tabs tell each other. Every note names the server (the WebSocket
-/// URL), so tabs of two chats under one origin do not mix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Note {
-    /// Who is signed in? (From a tab that is not.)
-    Who {
-        /// The server asked about.
-        server: String,
-    },
-    /// A tab is signed in as `name` with this session.
-    Here {
-        /// The server.
-        server: String,
-        /// The name.
-        name: String,
-        /// The session, to take over.
-        session: u64,
-    },
-    /// A tab signed out (or closed) as `name`.
-    Gone {
-        /// The server.
-        server: String,
-        /// The name.
-        name: String,
-    },
-    /// A tab is taking `name`'s session over.
-    Took {
-        /// The server.
-        server: String,
-        /// The name.
-        name: String,
-    },
+/// What tabs tell each other: `kind` is `who` (who is signed in?), `here`
+/// (a tab is signed in as `name` with `session`), `gone` (a tab signed out
+/// as `name`) or `took` (a tab takes `name`'s session). Every note names
+/// the server (the WebSocket URL), so tabs of two chats under one origin
+/// do not mix. Sent as JSON text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Note {
+    /// What the note says.
+    pub kind: String,
+    /// The server.
+    pub server: String,
+    /// The name, but for `who`.
+    pub name: String,
+    /// The session, for `here`.
+    pub session: u64,
+}
+
+impl Note {
+    fn new(kind: &str, server: &str, name: &str, session: u64) -> Self {
+        Note {
+            kind: kind.to_owned(),
+            server: server.to_owned(),
+            name: name.to_owned(),
+            session,
+        }
+    }
+
+    /// The note as JSON text.
+    fn to_json(&self) -> String {
+        Json::obj(vec![
+            ("kind", Json::str(&self.kind)),
+            ("server", Json::str(&self.server)),
+            ("name", Json::str(&self.name)),
+            ("session", Json::Num(self.session)),
+        ])
+        .write()
+    }
+
+    /// A note from JSON text; `None` unless it has a kind and a server
+    /// and its other fields, where present, read.
+    fn from_json(json: &str) -> Option<Note> {
+        let v = Json::read(json)?;
+        let name = v.get("name");
+        let session = v.get("session");
+        Some(Note {
+            kind: v.get("kind").text()?.to_owned(),
+            server: v.get("server").text()?.to_owned(),
+            name: if name.is_null() { "" } else { name.text()? }.to_owned(),
+            session: if session.is_null() { 0 } else { session.num()? },
+        })
+    }
 }
 
 /// What the app hears from other tabs of the same server.
@@ -85,33 +104,21 @@ impl Tabs {
         let ours = server.clone();
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             // Another tab's words, so read with care: anything else is ignored.
-            let Some(note) = e
-                .data()
-                .as_string()
-                .and_then(|json| serde_json::from_str::<Note>(&json).ok())
-            else {
+            let Some(note) = e.data().as_string().and_then(|json| Note::from_json(&json)) else {
                 return;
             };
-            match note {
-                Note::Who { server } if server == ours => {
+            if note.server != ours {
+                return;
+            }
+            match note.kind.as_str() {
+                "who" => {
                     if let Some((name, session)) = mine() {
-                        post(
-                            &reply,
-                            &Note::Here {
-                                server,
-                                name,
-                                session,
-                            },
-                        );
+                        post(&reply, &Note::new("here", &ours, &name, session));
                     }
                 }
-                Note::Here {
-                    server,
-                    name,
-                    session,
-                } if server == ours => heard.emit(Heard::Here(name, session)),
-                Note::Gone { server, name } if server == ours => heard.emit(Heard::Gone(name)),
-                Note::Took { server, name } if server == ours => heard.emit(Heard::Took(name)),
+                "here" => heard.emit(Heard::Here(note.name, note.session)),
+                "gone" => heard.emit(Heard::Gone(note.name)),
+                "took" => heard.emit(Heard::Took(note.name)),
                 _ => {}
             }
         });
@@ -125,46 +132,25 @@ impl Tabs {
 
     /// Asks the other tabs who is signed in.
     pub fn ask(&self) {
-        post(
-            &self.channel,
-            &Note::Who {
-                server: self.server.clone(),
-            },
-        );
+        post(&self.channel, &Note::new("who", &self.server, "", 0));
     }
 
     /// Tells the other tabs this one is signed in.
     pub fn here(&self, name: &str, session: u64) {
         post(
             &self.channel,
-            &Note::Here {
-                server: self.server.clone(),
-                name: name.to_owned(),
-                session,
-            },
+            &Note::new("here", &self.server, name, session),
         );
     }
 
     /// Tells the other tabs this one is no longer signed in as `name`.
     pub fn gone(&self, name: &str) {
-        post(
-            &self.channel,
-            &Note::Gone {
-                server: self.server.clone(),
-                name: name.to_owned(),
-            },
-        );
+        post(&self.channel, &Note::new("gone", &self.server, name, 0));
     }
 
     /// Tells the tab signed in as `name` that this one takes its session.
     pub fn took(&self, name: &str) {
-        post(
-            &self.channel,
-            &Note::Took {
-                server: self.server.clone(),
-                name: name.to_owned(),
-            },
-        );
+        post(&self.channel, &Note::new("took", &self.server, name, 0));
     }
 }
 
@@ -176,9 +162,7 @@ impl Drop for Tabs {
 }
 
 fn post(channel: &BroadcastChannel, note: &Note) {
-    if let Ok(json) = serde_json::to_string(note) {
-        let _ = channel.post_message(&JsValue::from_str(&json));
-    }
+    let _ = channel.post_message(&JsValue::from_str(&note.to_json()));
 }
 
 #[cfg(test)]
@@ -189,14 +173,19 @@ mod tests {
 
     #[test]
     fn notes_read_back_as_written_and_strangers_words_do_not_read() {
-        let note = Note::Here {
-            server: "ws://h/ws".into(),
-            name: "ann".into(),
-            session: u64::MAX,
-        };
-        let json = serde_json::to_string(&note).unwrap();
-        assert_eq!(serde_json::from_str::<Note>(&json).unwrap(), note);
-        assert!(serde_json::from_str::<Note>(r#"{"kind":"here","server":"x"}"#).is_err());
-        assert!(serde_json::from_str::<Note>("not json").is_err());
+        let note = Note::new("here", "ws://h/ws", "ann", u64::MAX);
+        assert_eq!(Note::from_json(&note.to_json()), Some(note));
+        let who = Note::from_json(r#"{"kind":"who","server":"x"}"#).unwrap();
+        assert_eq!((who.name.as_str(), who.session), ("", 0));
+        for bad in [
+            r#"{"kind":"here"}"#,
+            r#"{"kind":"here","server":"x","session":-1}"#,
+            r#"{"kind":"here","server":"x","session":"1"}"#,
+            r#"{"kind":"here","server":"x","name":3}"#,
+            "not json",
+            "null",
+        ] {
+            assert_eq!(Note::from_json(bad), None, "{bad}");
+        }
     }
 }

@@ -103,6 +103,17 @@ pub enum Event {
         /// The file's size in bytes.
         size: u32,
     },
+    /// An upload started with [`crate::Client::upload_supplied`] wants the
+    /// file's bytes from `offset`, `len` of them, through
+    /// [`crate::Client::supply_upload`].
+    UploadWants {
+        /// The transfer.
+        transfer: TransferId,
+        /// Where the bytes start in the file.
+        offset: u64,
+        /// How many.
+        len: u64,
+    },
     /// Downloaded bytes, to be written at `offset`. Chunks arrive in order.
     DownloadData {
         /// The transfer.

@@ -410,6 +410,48 @@ impl Client {
         Ok(id)
     }
 
+    /// Starts uploading a file of `size` bytes as `name`, whose bytes the
+    /// shell supplies as they are wanted ([`Event::UploadWants`], answered
+    /// with [`Client::supply_upload`]), so a large file is never held
+    /// whole. Queued until signed in.
+    pub fn upload_supplied(&mut self, name: &str, size: u64) -> Result<TransferId, ClientError> {
+        validate_file_name(name)?;
+        let size = u32::try_from(size).map_err(|_| ClientError::FileTooLarge(size))?;
+        let id = self.new_transfer_id();
+        self.transfers
+            .insert(id, Transfer::supplied_upload(id, name.to_owned(), size));
+        self.ask_for_upload_bytes(id);
+        self.open_transfers();
+        Ok(id)
+    }
+
+    /// Hands over the bytes of an upload at `offset` that
+    /// [`Event::UploadWants`] asked for (in order; several calls may cover
+    /// one request). False, and nothing kept, if the transfer is gone or
+    /// these are not the bytes it waits for.
+    pub fn supply_upload(&mut self, transfer: TransferId, offset: u64, data: &[u8]) -> bool {
+        let Some(t) = self.transfers.get_mut(&transfer) else {
+            return false;
+        };
+        if !t.supply(offset, data) {
+            return false;
+        }
+        self.fill(transfer);
+        true
+    }
+
+    /// Asks the shell for the next bytes of a supplied upload, if it wants any.
+    fn ask_for_upload_bytes(&mut self, id: TransferId) {
+        let window = self.config.window.max(1);
+        if let Some((offset, len)) = self.transfers.get_mut(&id).and_then(|t| t.wants(window)) {
+            self.events.push_back(Event::UploadWants {
+                transfer: id,
+                offset,
+                len,
+            });
+        }
+    }
+
     /// Starts downloading file `file`; its bytes arrive as
     /// [`Event::DownloadData`]. Queued until signed in.
     pub fn download(&mut self, file: u64) -> TransferId {
@@ -546,6 +588,7 @@ impl Client {
             return;
         }
         let chunks = t.fill_window(window);
+        let wants = t.wants(window);
         let packets: Vec<Packet> = chunks
             .into_iter()
             .map(|chunk| match t.upload_chunk(chunk) {
@@ -559,6 +602,13 @@ impl Client {
             .collect();
         for p in packets {
             self.send(p);
+        }
+        if let Some((offset, len)) = wants {
+            self.events.push_back(Event::UploadWants {
+                transfer: id,
+                offset,
+                len,
+            });
         }
     }
 

@@ -37,10 +37,13 @@ pub fn FilesPanel(props: &Props) -> Html {
             input.set_value("");
         })
     };
+    let empty = state.files.is_empty();
     let files = state.files.iter().rev().map(|(&id, f)| {
         let on_download = props.on_download.clone();
+        let kind = format::kind(&f.name);
         html! {
             <li class="file" data-testid="file" data-file-name={f.name.clone()}>
+                <span class="kind" data-kind={kind.1} role="img" aria-label={kind.1} title={kind.1}>{ kind.0 }</span>
                 <span class="name" title={f.name.clone()}>{ f.name.clone() }</span>
                 <span class="size">{ format::size(u64::from(f.size)) }</span>
                 <button type="button" data-testid="download" aria-label={format!("Download {}", f.name)}
@@ -102,12 +105,16 @@ pub fn FilesPanel(props: &Props) -> Html {
                     aria-label="Back to conversations" onclick={props.on_back.reform(|_| ())}>{ "‹" }</button>
                 <h2 id="files-title">{ "Files" }</h2>
             </div>
-            <label class="upload">
-                <span>{ "Upload files (or drop them anywhere)" }</span>
+            <label class="dropzone" data-testid="dropzone">
+                <span class="drop-icon" aria-hidden="true">{ "⬆" }</span>
+                <span class="drop-words">{ "Drop files here or anywhere on the page" }</span>
+                <span class="drop-button">{ "Choose files" }</span>
+                // Covers the zone, unseen: a click anywhere on it picks files.
                 <input type="file" multiple=true data-testid="upload-input" aria-label="Upload files" {onchange} />
             </label>
             <ul class="transfers" aria-label="Transfers">{ for transfers }</ul>
             <ul class="files" aria-label="Shared files">{ for files }</ul>
+            if empty { <p class="hint">{ "No shared files yet." }</p> }
         </section>
     }
 }

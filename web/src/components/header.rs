@@ -33,8 +33,8 @@ pub fn Header(props: &Props) -> Html {
         } => (
             "reconnecting",
             format!(
-                "Reconnecting in {:.0} s ({reason})",
-                f64::from(*retry_in_ms) / 1000.0
+                "Reconnecting in {} s ({reason})",
+                (retry_in_ms.saturating_add(500)) / 1000
             ),
         ),
     };

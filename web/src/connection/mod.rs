@@ -56,6 +56,10 @@ pub struct Connection {
     retry: Option<Timeout>,
     wake: Option<Timeout>,
     downloads: HashMap<TransferId, Assembly<web_sys::Blob>>,
+    /// The files being uploaded, read a slice at a time.
+    uploads: HashMap<TransferId, web_sys::File>,
+    /// Slices the core asked for, read once the borrow of `self` ends.
+    reads: Vec<(TransferId, u64, u64)>,
 }
 
 fn new_core() -> Client {
@@ -81,6 +85,8 @@ impl Connection {
             retry: None,
             wake: None,
             downloads: HashMap::new(),
+            uploads: HashMap::new(),
+            reads: Vec::new(),
         }));
         shared.borrow_mut().this = Rc::downgrade(&shared);
         let stored_name = browser::session_get(NAME_KEY);
@@ -208,22 +214,70 @@ impl Connection {
         Self::pump(this);
     }
 
-    /// Starts uploading a file's bytes.
-    pub fn upload(this: &Shared, name: &str, data: Vec<u8>) {
-        let total = data.len() as u64;
-        let result = this.borrow_mut().core.upload(name, Bytes::from(data));
+    /// Starts uploading a file; its bytes are read a slice at a time, as
+    /// the upload's window needs them, never the whole file at once.
+    pub fn upload(this: &Shared, file: web_sys::File) {
+        let name = file.name();
+        // A File's size is a whole number of bytes in a double.
+        let total = file.size().max(0.0) as u64;
+        let result = this.borrow_mut().core.upload_supplied(&name, total);
         let dispatch = this.borrow().dispatch.clone();
         match result {
-            Ok(id) => dispatch.emit(Action::TransferStarted {
-                id,
-                name: name.to_owned(),
-                upload: true,
-                total,
-                now_ms: browser::now_ms(),
-            }),
-            Err(e) => dispatch.emit(Action::Notice(Some(format!("cannot upload {name}: {e}")))),
+            Ok(id) => {
+                this.borrow_mut().uploads.insert(id, file);
+                dispatch.emit(Action::TransferStarted {
+                    id,
+                    name,
+                    upload: true,
+                    total,
+                    now_ms: browser::now_ms(),
+                });
+            }
+            Err(ClientError::FileTooLarge(size)) => dispatch.emit(Action::Notice(Some(format!(
+                "{name} is {}; the chat takes files up to 4 GiB.",
+                crate::format::size(size)
+            )))),
+            Err(e) => dispatch.emit(Action::Notice(Some(format!("Cannot upload {name}: {e}")))),
         }
         Self::pump(this);
+    }
+
+    /// Reads a slice of an upload's file and hands it to the core.
+    fn read(this: &Shared, transfer: TransferId, offset: u64, len: u64) {
+        let Some(file) = this.borrow().uploads.get(&transfer).cloned() else {
+            return;
+        };
+        let weak = Rc::downgrade(this);
+        wasm_bindgen_futures::spawn_local(async move {
+            let read = browser::read_slice(&file, offset, len).await;
+            let Some(this) = weak.upgrade() else { return };
+            match read {
+                Ok(bytes) => {
+                    // False if the upload was cancelled or restarted
+                    // meanwhile: the core asks again for what it needs.
+                    this.borrow_mut()
+                        .core
+                        .supply_upload(transfer, offset, &bytes);
+                    Self::pump(&this);
+                }
+                Err(why) => {
+                    {
+                        let mut c = this.borrow_mut();
+                        c.uploads.remove(&transfer);
+                        c.policy.forget_transfer(transfer);
+                        c.core.cancel(transfer);
+                    }
+                    Self::emit(
+                        &this,
+                        vec![Action::TransferEnded {
+                            id: transfer,
+                            error: Some(format!("cannot read {}: {why}", file.name())),
+                            now_ms: browser::now_ms(),
+                        }],
+                    );
+                }
+            }
+        });
     }
 
     /// Starts downloading a file; it is saved under its name when complete.
@@ -250,6 +304,7 @@ impl Connection {
         let cancelled = {
             let mut c = this.borrow_mut();
             c.downloads.remove(&id);
+            c.uploads.remove(&id);
             c.policy.forget_transfer(id);
             c.core.cancel(id)
         };
@@ -276,12 +331,6 @@ impl Connection {
         Self::pump(this);
     }
 
-    /// Shows a message in the page's notice bar.
-    pub fn notice(this: &Shared, text: String) {
-        let dispatch = this.borrow().dispatch.clone();
-        dispatch.emit(Action::Notice(Some(text)));
-    }
-
     /// Connects again after the connection was given up (the session moved
     /// to another tab, or the user wants to retry now rather than wait).
     pub fn reconnect(this: &Shared) {
@@ -305,6 +354,7 @@ impl Connection {
             browser::session_remove(SESSION_KEY);
             c.policy.reset();
             c.downloads.clear();
+            c.uploads.clear();
             c.core = new_core();
             c.dispatch.clone()
         };
@@ -414,7 +464,7 @@ impl Connection {
     /// and sets the keepalive timer. Actions are emitted after the borrow
     /// ends, so a re-render can use the connection again.
     fn pump(this: &Shared) {
-        let actions = {
+        let (actions, reads) = {
             let mut c = this.borrow_mut();
             let mut actions = Vec::new();
             // Events can queue more packets (acks, next chunks): loop.
@@ -431,8 +481,11 @@ impl Connection {
             }
             c.flush();
             c.schedule_wake();
-            actions
+            (actions, std::mem::take(&mut c.reads))
         };
+        for (transfer, offset, len) in reads {
+            Self::read(this, transfer, offset, len);
+        }
         Self::emit(this, actions);
     }
 
@@ -462,6 +515,11 @@ impl Connection {
                 }
                 Effect::Close => self.close_socket(1000, "disconnected by the server"),
                 Effect::Retry(reason) => self.schedule_retry(reason),
+                Effect::Read {
+                    transfer,
+                    offset,
+                    len,
+                } => self.reads.push((transfer, offset, len)),
                 Effect::DownloadData { transfer, data } => {
                     let Some(d) = self.downloads.get_mut(&transfer) else {
                         continue;
@@ -489,6 +547,7 @@ impl Connection {
                         }
                         None => {
                             // An upload: the list has a new file.
+                            self.uploads.remove(&transfer);
                             let _ = self.core.request_files();
                             None
                         }
@@ -499,8 +558,9 @@ impl Connection {
                         now_ms: browser::now_ms(),
                     });
                 }
-                Effect::DownloadDropped(transfer) => {
+                Effect::Dropped(transfer) => {
                     self.downloads.remove(&transfer);
+                    self.uploads.remove(&transfer);
                 }
             }
         }

@@ -52,6 +52,15 @@ pub enum Effect {
     Close,
     /// Connect again after a back-off; the text says why the last ended.
     Retry(String),
+    /// Read the next slice of an upload's file and hand it to the core.
+    Read {
+        /// The upload.
+        transfer: TransferId,
+        /// Where in the file.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
     /// Bytes of a download, in order.
     DownloadData {
         /// The transfer.
@@ -63,8 +72,9 @@ pub enum Effect {
     /// report how that went); an upload's file is on the server (ask for
     /// the file list).
     Finished(TransferId),
-    /// A download stopped: drop what was assembled.
-    DownloadDropped(TransferId),
+    /// A transfer stopped: drop what was assembled (download) or the file
+    /// handle (upload).
+    Dropped(TransferId),
 }
 
 /// What the policy remembers between events.
@@ -236,6 +246,15 @@ impl Policy {
                 }));
             }
             Event::TransferStarted { .. } => {}
+            Event::UploadWants {
+                transfer,
+                offset,
+                len,
+            } => out.push(Effect::Read {
+                transfer,
+                offset,
+                len,
+            }),
             Event::DownloadData { transfer, data, .. } => {
                 out.push(Effect::DownloadData { transfer, data })
             }
@@ -260,7 +279,7 @@ impl Policy {
                 text,
             } => {
                 self.progress_shown.remove(&transfer);
-                out.push(Effect::DownloadDropped(transfer));
+                out.push(Effect::Dropped(transfer));
                 out.push(Effect::Show(Action::TransferEnded {
                     id: transfer,
                     error: Some(error_message(code, &text)),
@@ -542,11 +561,33 @@ mod tests {
             9.0,
             1_000_000_000_000,
         );
-        assert_eq!(out[0], Effect::DownloadDropped(3));
+        assert_eq!(out[0], Effect::Dropped(3));
         assert!(matches!(
             &out[1],
             Effect::Show(Action::TransferEnded { id: 3, error: Some(e), now_ms }) if e.contains("over quota") && *now_ms == 9.0
         ));
+    }
+
+    #[test]
+    fn an_upload_reads_its_file_as_the_core_asks() {
+        let mut p = Policy::default();
+        assert_eq!(
+            p.on_event(
+                Event::UploadWants {
+                    transfer: 4,
+                    offset: 1024,
+                    len: 512,
+                },
+                "ann",
+                0.0,
+                1_000_000_000_000,
+            ),
+            vec![Effect::Read {
+                transfer: 4,
+                offset: 1024,
+                len: 512,
+            }]
+        );
     }
 
     #[test]
