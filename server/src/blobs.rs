@@ -34,6 +34,18 @@ impl Blobs {
         Ok(blobs)
     }
 
+    /// Opens (creating) a directory of file bodies that other servers on
+    /// the same PostgreSQL database share. Nothing is removed: a `.part`
+    /// file may be another live server's upload. Cleaning up after servers
+    /// that died is left to a janitor that knows which are alive (not
+    /// written yet).
+    pub(crate) fn open_shared(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
     fn part_path(&self, file: u64) -> PathBuf {
         self.dir.join(format!("{file}.part"))
     }

@@ -36,6 +36,24 @@ pub struct Config {
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// PostgreSQL database holding the server's state instead of SQLite in
+    /// --data-dir, as a URL (`postgres://USER@HOST:PORT/DB`) or a
+    /// `key=value` string; needs --files-dir. The schema is created on
+    /// start. Run one server per database for now: several may share it
+    /// without losing or mixing up data, but live delivery between them
+    /// (the NATS bus, `--nats`), one session per name across them and
+    /// leases are not written yet, so a message to a user signed in on
+    /// another server waits until that user signs in again.
+    #[arg(long, env = "CHAT_POSTGRES")]
+    pub postgres: Option<String>,
+
+    /// Directory of file bodies when the state is in PostgreSQL (needed
+    /// with --postgres), shared by every server on that database. Nothing
+    /// in it is removed at start: an unfinished upload may be another
+    /// server's.
+    #[arg(long, env = "CHAT_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+
     /// Seconds of silence after which a session ends.
     #[arg(long, env = "CHAT_SESSION_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
     pub session_timeout: f64,
@@ -73,8 +91,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 5.0, value_parser = seconds)]
     pub write_timeout: f64,
 
-    /// SQLite durability: `full` syncs every commit to disk (survives power
-    /// loss); `normal` survives a crash or kill of the server but not of the machine.
+    /// Durability: `full` syncs every commit to disk before it is answered
+    /// (survives power loss); `normal` survives a crash or kill of the
+    /// server but not of the machine. With --postgres, `full` is
+    /// `synchronous_commit = on` and `normal` is `off`.
     #[arg(long, env = "CHAT_SYNC", default_value = "full", value_parser = ["full", "normal"])]
     pub sync: String,
 
@@ -261,6 +281,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             data_dir: data_dir.into(),
+            postgres: None,
+            files_dir: None,
             session_timeout: 30.0,
             max_connections: 10_000,
             max_file_size: 1 << 30,

@@ -201,6 +201,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.observe.init_logging();
     let mut config = cli.config;
+    if config.postgres.is_some() && cli.command.is_some() {
+        // They work on a data directory's SQLite database.
+        bail!("account, backup and restore work on --data-dir only, not yet with --postgres");
+    }
     match cli.command {
         Some(Command::Account { action }) => return account(&config, action),
         Some(Command::Backup { data_dir, to }) => {

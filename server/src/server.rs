@@ -57,6 +57,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The settings contradict each other.
+    #[error("{0}")]
+    Settings(String),
     /// The password hash's parameters are out of range.
     #[error("{0}")]
     Hash(#[from] crate::accounts::hasher::HashError),
@@ -269,9 +272,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let what = what.to_owned();
         move |source| StartError::Io { what, source }
     };
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(io(&format!("cannot create {}", config.data_dir.display())))?;
-    let lock = lock_data_dir(&config.data_dir)?;
     raise_open_files_limit();
     let limits = StoreLimits {
         mailbox_messages: config.max_mailbox_messages,
@@ -279,14 +279,43 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         user_files: config.max_user_files,
         queue: config.store_queue,
     };
-    let (store, recovered, store_thread) = Store::open(
-        &config.data_dir,
-        config.sync == "full",
-        config.min_file_charge,
-        limits,
-    )?;
-    let blobs = Blobs::open(&config.data_dir, &recovered.incomplete_files)
-        .map_err(io("cannot open the files directory"))?;
+    let full_sync = config.sync == "full";
+    let (store, recovered, writer, blobs, lock, disk_dir) = match &config.postgres {
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(io(&format!("cannot create {}", config.data_dir.display())))?;
+            let lock = lock_data_dir(&config.data_dir)?;
+            let (store, recovered, thread) =
+                Store::open(&config.data_dir, full_sync, config.min_file_charge, limits)?;
+            let blobs = Blobs::open(&config.data_dir, &recovered.incomplete_files)
+                .map_err(io("cannot open the files directory"))?;
+            let dir = config.data_dir.clone();
+            (
+                store,
+                recovered,
+                Writer::Thread(thread),
+                blobs,
+                Some(lock),
+                dir,
+            )
+        }
+        Some(url) => {
+            let Some(files) = config.files_dir.clone() else {
+                return Err(StartError::Settings(
+                    "--postgres needs --files-dir (CHAT_FILES_DIR): the directory of file \
+                     bodies that every server on the database shares"
+                        .into(),
+                ));
+            };
+            // No lock on a data directory: the database's sequences and
+            // row locks keep several servers' numbers apart.
+            let (store, recovered, task) =
+                Store::open_postgres(url, full_sync, config.min_file_charge, limits).await?;
+            let blobs = Blobs::open_shared(&files)
+                .map_err(io(&format!("cannot open {}", files.display())))?;
+            (store, recovered, Writer::Task(task), blobs, None, files)
+        }
+    };
     let tls = match &config.tls {
         Some(files) => Some(tls_acceptor(files).map_err(StartError::Tls)?),
         None => None,
@@ -297,7 +326,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener
         .local_addr()
         .map_err(io("cannot read the bound address"))?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "chat server listening");
+    match &config.postgres {
+        None => {
+            tracing::info!(%addr, data_dir = %config.data_dir.display(), "chat server listening")
+        }
+        // The URL may carry a password: not logged.
+        Some(_) => {
+            tracing::info!(%addr, files_dir = %disk_dir.display(), "chat server listening, state in PostgreSQL")
+        }
+    }
     let (params, hashing) = (config.hash_params(), config.max_hashing);
     let hasher = Hasher::new(params, hashing)?;
     let accounts = Accounts::new(
@@ -320,7 +357,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         open_files: Arc::new(Semaphore::new(config.max_open_transfers)),
         budget: Budget::new(config.max_total_queued_bytes),
         peers: PeerLimits::new(config.peer_limits()),
-        disk: Disk::new(config.data_dir.clone(), config.min_free_disk),
+        disk: Disk::new(disk_dir, config.min_free_disk),
         hub: Hub::new(config.max_pending_broadcasts),
         config,
         store,
@@ -335,14 +372,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let doors_for_run = doors.clone();
     let done = tokio::spawn(async move {
-        run(listener, doors_for_run, store_thread).await;
+        run(listener, doors_for_run, writer).await;
         // Held until the store is closed.
         drop(lock);
     });
     Ok(RunningServer { addr, doors, done })
 }
 
-async fn run(listener: TcpListener, doors: Arc<Doors>, store_thread: std::thread::JoinHandle<()>) {
+/// The store's writer, waited for at shutdown.
+enum Writer {
+    /// SQLite's thread.
+    Thread(std::thread::JoinHandle<()>),
+    /// PostgreSQL's task.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+async fn run(listener: TcpListener, doors: Arc<Doors>, writer: Writer) {
     let (ctx, shutdown, tracker) = (
         doors.ctx.clone(),
         doors.shutdown.clone(),
@@ -390,7 +435,14 @@ async fn run(listener: TcpListener, doors: Arc<Doors>, store_thread: std::thread
     }
     // The store thread ends when the last handle is gone.
     drop(ctx);
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    match writer {
+        Writer::Thread(thread) => {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        Writer::Task(task) => {
+            let _ = task.await;
+        }
+    }
     tracing::info!("stopped");
 }
 

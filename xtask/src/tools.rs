@@ -159,8 +159,8 @@ impl Tools {
         .context("installing wasm-opt needs npm (Node.js)")
     }
 
-    /// Debian's packages for the tests: Chromium and its driver for the
-    /// browser tests, nginx and Caddy for the reverse-proxy tests, and
+    /// Debian's packages for the tests: PostgreSQL for the PostgreSQL
+    /// engine's tests, Chromium and its driver for the browser tests, nginx and Caddy for the reverse-proxy tests, and
     /// systemd's tools for the check of the package's units (a container
     /// may lack them).
     fn debian_packages(&self) -> Result<()> {
@@ -178,6 +178,17 @@ impl Tools {
             .filter(|(path, _)| !Path::new(path).exists())
             .map(|(_, package)| *package)
             .collect();
+        // The PostgreSQL engine's tests start their own server from any
+        // /usr/lib/postgresql/VERSION/bin (server/tests/common/postgres.rs),
+        // so any version Debian ships will do.
+        let postgres = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|version| version.path().join("bin/postgres").exists());
+        if !postgres {
+            missing.push("postgresql");
+        }
         missing.dedup();
         if missing.is_empty() {
             return Ok(());

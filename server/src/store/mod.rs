@@ -1,17 +1,26 @@
 //! Durable state: users, sessions issued, queued messages, broadcasts and
 //! file metadata.
 //!
-//! [`Store`] is the narrow interface the rest of the server uses; today it
-//! is backed by one SQLite database. Writes go to a dedicated thread
-//! ([`sqlite`]) through a bounded queue, which commits whatever requests
-//! have queued up in one transaction (group commit), so one disk sync
-//! serves many messages; if any statement of a batch fails, the whole
-//! batch fails and nothing of it is committed. Reads use a second
-//! connection (WAL), on the blocking pool, so they never wait behind a
-//! sync. A multi-server deployment replaces this module, not its callers.
+//! [`Store`] is the narrow interface the rest of the server uses. Behind it
+//! is one of two engines, chosen when the store opens, with the same
+//! semantics:
+//! - `sqlite`: one embedded database in the data directory (the default).
+//! - `postgres`: a PostgreSQL database that several processes may share.
+//!
+//! The interface has two halves. Writes are [`Command`]s, sent through a
+//! bounded queue to the engine's one writer, which commits whatever
+//! requests have queued up in one transaction (group commit), so one
+//! commit serves many messages; if any statement of a batch fails, the
+//! whole batch fails and nothing of it is committed, and every request in
+//! it gets the error. Reads go straight to the engine's readers ([`Reads`]),
+//! so they never wait behind a commit. The engine is an enum rather than a
+//! trait object: there are exactly two, the write half is the same queue
+//! for both, and a read costs a `match`, not a boxed future per call.
 
 mod accepted;
 pub mod admin;
+mod command;
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
@@ -22,12 +31,18 @@ use rusqlite::Connection;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use command::Command;
+
+/// A database failure, from whichever engine.
+pub type DatabaseError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A store operation that failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// SQLite failed (disk full, I/O error, corruption).
+    /// The database failed (disk full, I/O error, corruption, connection
+    /// lost). Which engine's error it is stays behind this variant.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[source] DatabaseError),
     /// The transaction holding this request failed to commit.
     #[error("database error: {0}")]
     Batch(String),
@@ -144,53 +159,6 @@ pub(crate) const DATABASE_FILE: &str = "chat.sqlite3";
 /// read (the file list) from holding up the rest.
 const READERS: usize = 2;
 
-/// One request to the store thread, with the channel for its answer.
-#[derive(Debug)]
-enum Command {
-    SignIn(String, oneshot::Sender<Result<u64, StoreError>>),
-    SignInUnprotected(String, oneshot::Sender<Result<Option<u64>, StoreError>>),
-    Claim {
-        name: String,
-        hash: String,
-        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
-    },
-    SetPassword {
-        user: u64,
-        hash: String,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    NewSession(u64, oneshot::Sender<Result<u64, StoreError>>),
-    StoreDirect {
-        from: u64,
-        number: u64,
-        to: u64,
-        body: Bytes,
-        reply: oneshot::Sender<Result<Stored, StoreError>>,
-    },
-    StoreBroadcast {
-        from: u64,
-        number: u64,
-        reply: oneshot::Sender<Result<Stored, StoreError>>,
-    },
-    Ack(u64, u64, oneshot::Sender<Result<(), StoreError>>),
-    CreateFile {
-        name: String,
-        size: u32,
-        uploader: u64,
-        reply: oneshot::Sender<Result<Result<u64, FileRefused>, StoreError>>,
-    },
-    CompleteFile(u64, oneshot::Sender<Result<(), StoreError>>),
-    Barrier(oneshot::Sender<Result<(), StoreError>>),
-    DiscardFile(u64, oneshot::Sender<Result<(), StoreError>>),
-    Prune {
-        /// Unix seconds before which session records go.
-        sessions_before: i64,
-        /// Unix seconds before which unread mail goes, if it expires.
-        mail_before: Option<i64>,
-        reply: oneshot::Sender<Result<Pruned, StoreError>>,
-    },
-}
-
 /// A request queued to the store, not yet committed.
 #[derive(Debug)]
 pub struct Pending<T>(oneshot::Receiver<Result<T, StoreError>>);
@@ -206,10 +174,19 @@ impl<T> Pending<T> {
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
-    /// Threads with a reading connection each.
-    readers: Arc<crate::pool::Pool<Connection>>,
+    /// Where reads go.
+    reads: Reads,
     /// The highest delivery number committed.
     committed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The read half of an engine.
+#[derive(Debug, Clone)]
+enum Reads {
+    /// Threads with a reading connection each.
+    Sqlite(Arc<crate::pool::Pool<Connection>>),
+    /// A small pool of PostgreSQL connections.
+    Postgres(deadpool_postgres::Pool),
 }
 
 /// What the store found when it opened.
@@ -260,10 +237,39 @@ impl Store {
             Self {
                 tx,
                 committed,
-                readers: Arc::new(readers),
+                reads: Reads::Sqlite(Arc::new(readers)),
             },
             recovered,
             thread,
+        ))
+    }
+
+    /// Connects to the PostgreSQL database at `url` (a `postgres://` URL or
+    /// a `key=value` string), creates or checks its schema, and starts the
+    /// writer task. `full_sync` makes every commit wait for PostgreSQL's
+    /// disk (`synchronous_commit = on`); complete files are charged at
+    /// least `min_file_charge` bytes each. Unlike [`Store::open`], nothing
+    /// is cleaned up: [`Recovered::incomplete_files`] is empty, since an
+    /// unfinished upload may be another live process's.
+    pub async fn open_postgres(
+        url: &str,
+        full_sync: bool,
+        min_file_charge: u64,
+        limits: StoreLimits,
+    ) -> Result<(Self, Recovered, tokio::task::JoinHandle<()>), StoreError> {
+        let target = postgres::Target::parse(url, full_sync)?;
+        let (link, pool, recovered, last) = postgres::open(&target, min_file_charge).await?;
+        let (tx, rx) = mpsc::channel(limits.queue.max(1));
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(last));
+        let task = tokio::spawn(postgres::run(target, link, rx, limits, committed.clone()));
+        Ok((
+            Self {
+                tx,
+                committed,
+                reads: Reads::Postgres(pool),
+            },
+            recovered,
+            task,
         ))
     }
 
@@ -279,12 +285,12 @@ impl Store {
         Pending(rx)
     }
 
-    /// Runs a read on one of the reading connections, on their threads.
-    async fn read<T: Send + 'static>(
-        &self,
+    /// Runs a read on one of SQLite's reading connections, on their threads.
+    async fn read_sqlite<T: Send + 'static>(
+        readers: &crate::pool::Pool<Connection>,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.readers
+        readers
             .run(move |conn| f(conn))
             .await
             .map_err(|e| StoreError::Read(e.to_string()))?
@@ -310,12 +316,22 @@ impl Store {
     /// The account of `name`, if the name is protected.
     pub async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
         let name = name.to_owned();
-        self.read(move |c| sqlite::reads::account(c, &name)).await
+        match &self.reads {
+            Reads::Sqlite(r) => {
+                Self::read_sqlite(r, move |c| sqlite::reads::account(c, &name)).await
+            }
+            Reads::Postgres(p) => postgres::reads::account(p, &name).await,
+        }
     }
 
     /// The password hash of `user`, if the user's name is protected.
     pub async fn account_of(&self, user: u64) -> Result<Option<String>, StoreError> {
-        self.read(move |c| sqlite::reads::account_of(c, user)).await
+        match &self.reads {
+            Reads::Sqlite(r) => {
+                Self::read_sqlite(r, move |c| sqlite::reads::account_of(c, user)).await
+            }
+            Reads::Postgres(p) => postgres::reads::account_of(p, user).await,
+        }
     }
 
     /// Protects `name` (created if new) with `hash`; its user number, or
@@ -347,7 +363,12 @@ impl Store {
 
     /// The name of user `user`, if it exists.
     pub async fn user_name(&self, user: u64) -> Result<Option<String>, StoreError> {
-        self.read(move |c| sqlite::reads::user_name(c, user)).await
+        match &self.reads {
+            Reads::Sqlite(r) => {
+                Self::read_sqlite(r, move |c| sqlite::reads::user_name(c, user)).await
+            }
+            Reads::Postgres(p) => postgres::reads::user_name(p, user).await,
+        }
     }
 
     /// Stores a direct message durably, once per (sender, number). The
@@ -412,8 +433,15 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
-        self.read(move |c| sqlite::reads::queued_page(c, user, after, limit))
-            .await
+        match &self.reads {
+            Reads::Sqlite(r) => {
+                Self::read_sqlite(r, move |c| {
+                    sqlite::reads::queued_page(c, user, after, limit)
+                })
+                .await
+            }
+            Reads::Postgres(p) => postgres::reads::queued_page(p, user, after, limit).await,
+        }
     }
 
     /// Registers an upload and returns the file number it will have, or
@@ -454,17 +482,26 @@ impl Store {
 
     /// A file's metadata, complete or not.
     pub async fn file(&self, file: u64) -> Result<Option<FileMeta>, StoreError> {
-        self.read(move |c| sqlite::reads::file(c, file)).await
+        match &self.reads {
+            Reads::Sqlite(r) => Self::read_sqlite(r, move |c| sqlite::reads::file(c, file)).await,
+            Reads::Postgres(p) => postgres::reads::file(p, file).await,
+        }
     }
 
     /// Every complete file, oldest first.
     pub async fn files(&self) -> Result<Vec<u64>, StoreError> {
-        self.read(sqlite::reads::files).await
+        match &self.reads {
+            Reads::Sqlite(r) => Self::read_sqlite(r, sqlite::reads::files).await,
+            Reads::Postgres(p) => postgres::reads::files(p).await,
+        }
     }
 
     /// Direct messages stored and not yet acknowledged, in all mailboxes.
     pub async fn queued_total(&self) -> Result<u64, StoreError> {
-        self.read(sqlite::reads::queued_total).await
+        match &self.reads {
+            Reads::Sqlite(r) => Self::read_sqlite(r, sqlite::reads::queued_total).await,
+            Reads::Postgres(p) => postgres::reads::queued_total(p).await,
+        }
     }
 
     /// Removes session records older than `session_age` and, when

@@ -14,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+pub mod postgres;
+
 /// How long a test waits for an event before failing; raise it on a slow
 /// machine with CHAT_TEST_TIMEOUT_SECS.
 pub fn patience() -> Duration {

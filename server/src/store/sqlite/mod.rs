@@ -15,12 +15,20 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::mpsc::Receiver;
 
+use super::command::{answer, Reply};
 use super::{Command, StoreError, StoreLimits};
 use crate::observe::names;
 use mailboxes::Mailboxes;
 use senders::Senders;
 
 pub(in crate::store) use schema::{open, open_reader, SCHEMA};
+
+/// SQLite's errors stay inside the engine: callers see a database error.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
 
 /// Requests committed together at most; bounds the latency of the first.
 const MAX_BATCH: usize = 1024;
@@ -100,10 +108,6 @@ pub(super) fn run(
     tracing::debug!("store closed");
 }
 
-/// Answers held until the transaction commits, so nothing is acknowledged
-/// before it is durable.
-type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-
 impl Writer {
     fn new(conn: Connection, limits: StoreLimits) -> Self {
         let delivery = counter(&conn, "delivery");
@@ -131,10 +135,10 @@ impl Writer {
         let tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
-                let err = StoreError::Sqlite(e);
+                let err = StoreError::from(e);
                 tracing::error!(error = %err, "cannot begin a transaction");
                 for command in batch {
-                    queries::answer(command, Err(&err));
+                    answer(command, Err(&err));
                 }
                 return false;
             }
@@ -144,7 +148,7 @@ impl Writer {
         let mut failed: Option<StoreError> = None;
         for command in batch {
             if let Some(e) = &failed {
-                queries::answer(command, Err(e));
+                answer(command, Err(e));
                 continue;
             }
             match queries::execute(&tx, state, command) {
@@ -164,7 +168,7 @@ impl Writer {
             None => save_counters(&tx, state, first_delivery, first_broadcast)
                 .and_then(|()| state.senders.save(&tx))
                 .and_then(|()| tx.commit())
-                .map_err(StoreError::Sqlite),
+                .map_err(StoreError::from),
         };
         // A dropped, uncommitted transaction rolls back.
         state.senders.end_batch(result.is_ok());

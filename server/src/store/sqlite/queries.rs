@@ -4,61 +4,13 @@
 use proto::limits::BROADCAST_BIT;
 use rusqlite::{params, OptionalExtension, Transaction};
 
+use super::super::command::{deferred, Reply};
 use super::super::{unix_now as now, Command, FileRefused, Pruned, StoreError, Stored};
-use super::{Reply, State};
+use super::State;
 
 /// Rows removed by one round of pruning at most, so a round never holds
 /// the writer for long; the next round takes the rest.
 const PRUNE_LIMIT: i64 = 10_000;
-
-/// The same failure for every request of a batch that could not commit.
-fn copy_err(e: &StoreError) -> StoreError {
-    StoreError::Batch(e.to_string())
-}
-
-/// Builds the reply for a command's result, to be sent after the commit.
-/// A database failure is handed back beside it: it fails the batch.
-fn deferred<T: Send + 'static>(
-    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
-    result: Result<T, StoreError>,
-) -> Result<Reply, (Reply, StoreError)> {
-    let failure = match &result {
-        Err(StoreError::Sqlite(e)) => Some(StoreError::Batch(e.to_string())),
-        _ => None,
-    };
-    let reply: Reply = Box::new(move |commit| {
-        let out = match (commit, result) {
-            (Ok(()), r) => r,
-            (Err(e), _) => Err(copy_err(e)),
-        };
-        let _ = reply.send(out);
-    });
-    match failure {
-        None => Ok(reply),
-        Some(e) => Err((reply, e)),
-    }
-}
-
-/// Answers a command that was not run, with `err`.
-pub(super) fn answer(command: Command, err: Result<(), &StoreError>) {
-    let e = || err.err().map(copy_err).unwrap_or(StoreError::Closed);
-    match command {
-        Command::SignIn(_, r) | Command::NewSession(_, r) => drop(r.send(Err(e()))),
-        Command::SignInUnprotected(_, r) | Command::Claim { reply: r, .. } => {
-            drop(r.send(Err(e())))
-        }
-        Command::SetPassword { reply, .. } => drop(reply.send(Err(e()))),
-        Command::StoreDirect { reply, .. } | Command::StoreBroadcast { reply, .. } => {
-            drop(reply.send(Err(e())))
-        }
-        Command::Ack(_, _, r)
-        | Command::CompleteFile(_, r)
-        | Command::DiscardFile(_, r)
-        | Command::Barrier(r) => drop(r.send(Err(e()))),
-        Command::CreateFile { reply, .. } => drop(reply.send(Err(e()))),
-        Command::Prune { reply, .. } => drop(reply.send(Err(e()))),
-    }
-}
 
 pub(super) fn execute(
     tx: &Transaction<'_>,

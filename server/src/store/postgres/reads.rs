@@ -1,0 +1,138 @@
+//! The reads, through a small pool of connections of their own, so they
+//! never wait behind the writer's commit.
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+
+use super::super::{Account, FileMeta, Queued, StoreError};
+use super::{as_i64, db};
+
+/// A connection from the pool; failing to get one is a database error.
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))
+}
+
+pub(in crate::store) async fn user_name(
+    pool: &Pool,
+    user: u64,
+) -> Result<Option<String>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached("SELECT name FROM users WHERE id = $1")
+        .await
+        .map_err(db)?;
+    let row = c.query_opt(&st, &[&as_i64(user)]).await.map_err(db)?;
+    row.map(|r| r.try_get(0).map_err(db)).transpose()
+}
+
+pub(in crate::store) async fn queued_page(
+    pool: &Pool,
+    user: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Queued>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached(
+            "SELECT id, sender, body FROM queued WHERE recipient = $1 AND id > $2
+             ORDER BY id LIMIT $3",
+        )
+        .await
+        .map_err(db)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = c
+        .query(&st, &[&as_i64(user), &as_i64(after), &limit])
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            Ok(Queued {
+                delivery: r.try_get::<_, i64>(0).map_err(db)? as u64,
+                from: r.try_get::<_, i64>(1).map_err(db)? as u64,
+                body: Bytes::from(r.try_get::<_, Vec<u8>>(2).map_err(db)?),
+            })
+        })
+        .collect()
+}
+
+/// Messages in every mailbox: the sum of the counts the writer keeps per
+/// recipient, rather than a count over the queue's rows.
+pub(in crate::store) async fn queued_total(pool: &Pool) -> Result<u64, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached("SELECT COALESCE(sum(messages), 0)::BIGINT FROM mailboxes")
+        .await
+        .map_err(db)?;
+    let n: i64 = c
+        .query_one(&st, &[])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    Ok(n.max(0) as u64)
+}
+
+pub(in crate::store) async fn file(pool: &Pool, file: u64) -> Result<Option<FileMeta>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached("SELECT name, size, complete FROM files WHERE id = $1")
+        .await
+        .map_err(db)?;
+    let Some(r) = c.query_opt(&st, &[&as_i64(file)]).await.map_err(db)? else {
+        return Ok(None);
+    };
+    let size: i64 = r.try_get(1).map_err(db)?;
+    Ok(Some(FileMeta {
+        name: r.try_get(0).map_err(db)?,
+        size: u32::try_from(size).map_err(|_| StoreError::Damaged("a file's size"))?,
+        complete: r.try_get(2).map_err(db)?,
+    }))
+}
+
+pub(in crate::store) async fn files(pool: &Pool) -> Result<Vec<u64>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached("SELECT id FROM files WHERE complete ORDER BY id")
+        .await
+        .map_err(db)?;
+    let rows = c.query(&st, &[]).await.map_err(db)?;
+    rows.iter()
+        .map(|r| r.try_get::<_, i64>(0).map(|id| id as u64).map_err(db))
+        .collect()
+}
+
+pub(in crate::store) async fn account(
+    pool: &Pool,
+    name: &str,
+) -> Result<Option<Account>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached(
+            "SELECT users.id, accounts.hash FROM users JOIN accounts ON accounts.user_id = users.id
+             WHERE users.name = $1",
+        )
+        .await
+        .map_err(db)?;
+    let Some(r) = c.query_opt(&st, &[&name]).await.map_err(db)? else {
+        return Ok(None);
+    };
+    Ok(Some(Account {
+        user: r.try_get::<_, i64>(0).map_err(db)? as u64,
+        hash: r.try_get(1).map_err(db)?,
+    }))
+}
+
+pub(in crate::store) async fn account_of(
+    pool: &Pool,
+    user: u64,
+) -> Result<Option<String>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached("SELECT hash FROM accounts WHERE user_id = $1")
+        .await
+        .map_err(db)?;
+    let row = c.query_opt(&st, &[&as_i64(user)]).await.map_err(db)?;
+    row.map(|r| r.try_get(0).map_err(db)).transpose()
+}

@@ -1,0 +1,405 @@
+//! The whole server with its state in PostgreSQL (`--postgres`,
+//! `--files-dir`): the same packets, the same answers as with SQLite, and
+//! nothing acknowledged lost or doubled when the server is killed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::postgres::PgServer;
+use common::{patience, pattern, Peer, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use proto::limits::BROADCAST_BIT;
+use proto::Packet;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+async fn server_on(pg: &PgServer, files: &Path) -> TestServer {
+    let url = pg.url();
+    let files = files.to_path_buf();
+    TestServer::start_with(move |c| {
+        c.postgres = Some(url);
+        c.files_dir = Some(files);
+    })
+    .await
+}
+
+/// Messages, a resend, a broadcast, a file, and everything still there
+/// after a restart of the server: through a server whose state is in
+/// PostgreSQL.
+#[tokio::test]
+async fn a_server_on_postgres_stores_messages_and_files_and_keeps_them() {
+    let pg = PgServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let mut server = server_on(&pg, files.path()).await;
+    let mut alice = server.signed_in("alice").await;
+    let mut bob = server.signed_in("bob").await;
+    let mut carol = server.signed_in("carol").await;
+    alice.message(bob.user, 1, "hello").await;
+    let (from, delivery, body) = bob.incoming().await;
+    assert_eq!((from, &body[..]), (alice.user, &b"hello"[..]));
+    // A resend is answered and not delivered again.
+    alice.message(bob.user, 1, "hello").await;
+    alice.message(bob.user, 2, "again").await;
+    let (_, second, body) = bob.incoming().await;
+    assert_eq!(&body[..], b"again");
+    assert!(second > delivery);
+    bob.ack(delivery).await;
+    // A broadcast reaches everyone online but the sender.
+    let session = alice.session;
+    alice
+        .send(Packet::BroadcastRequest {
+            session,
+            message: 3,
+            body: Bytes::from_static(b"hi all"),
+        })
+        .await;
+    assert_eq!(alice.recv().await, Packet::BroadcastResponse { message: 3 });
+    for p in [&mut bob, &mut carol] {
+        let (from, n, body) = p.incoming().await;
+        assert_eq!((from, &body[..]), (alice.user, &b"hi all"[..]));
+        assert_ne!(n & BROADCAST_BIT, 0);
+        p.ack(n).await;
+    }
+    assert_eq!(alice.users().await.len(), 3);
+    let data = pattern(1000);
+    let file = alice.upload("notes.txt", &data).await;
+    assert_eq!(bob.files().await, [file]);
+    assert_eq!(bob.download(file).await, data);
+    // The file body is in --files-dir, named by its number.
+    assert!(files.path().join(file.to_string()).exists());
+    drop((alice, bob, carol));
+    server.restart().await;
+    let mut bob = server.signed_in("bob").await;
+    // Only the unacknowledged message comes again.
+    let (_, again, body) = bob.incoming().await;
+    assert_eq!((again, &body[..]), (second, &b"again"[..]));
+    assert_eq!(bob.files().await, [file]);
+    assert_eq!(bob.download(file).await, data);
+}
+
+/// `--postgres` without `--files-dir` is refused at start, saying why.
+#[tokio::test]
+async fn postgres_without_a_files_dir_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    config.postgres = Some("postgres://chat@127.0.0.1:1/postgres".into());
+    let err = server::start(config).await.expect_err("refused");
+    assert!(err.to_string().contains("--files-dir"), "{err}");
+}
+
+/// The real `chat-server` binary on `pg`, on a free loopback port, with
+/// its address as it printed it. Killed when dropped. Its working
+/// directory is `cwd`, so a stray `./data` would be seen.
+async fn spawn_on_postgres(
+    pg: &PgServer,
+    files: &Path,
+    cwd: &Path,
+    flags: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--postgres",
+            &pg.url(),
+            "--files-dir",
+        ])
+        .arg(files)
+        .args(flags)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(patience(), lines.next_line())
+        .await
+        .expect("the server says where it listens in time")
+        .unwrap()
+        .expect("the server started");
+    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+/// What a recipient has seen: (from, body) → the delivery numbers it came
+/// under. The same number twice is a redelivery, which the client core
+/// drops; two numbers for one message is a duplicate.
+type Seen = Arc<Mutex<BTreeMap<(u64, Bytes), BTreeSet<u64>>>>;
+
+/// Reads a recipient's connection until it ends, acknowledging and
+/// recording every message.
+fn read_and_ack(mut peer: Peer, seen: Seen) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(p)) = peer.framed.next().await {
+            if let Packet::IncomingMessage {
+                from,
+                message,
+                body,
+            } = p
+            {
+                seen.lock()
+                    .unwrap()
+                    .entry((from, body))
+                    .or_default()
+                    .insert(message);
+                if peer
+                    .framed
+                    .send(Packet::IncomingMessageAck { message })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// What a sender knows: the highest number it tried to send, and the
+/// numbers the server answered.
+#[derive(Default)]
+struct Sent {
+    tried: AtomicU64,
+    answered: Mutex<BTreeSet<u64>>,
+    surprises: Mutex<Vec<Packet>>,
+}
+
+/// Sends messages numbered 1, 2, … without end, at most 64 unanswered,
+/// to `to[n % to.len()]`, until the connection breaks.
+fn send_until_broken(peer: Peer, to: Vec<u64>, sent: Arc<Sent>) -> tokio::task::JoinHandle<()> {
+    let session = peer.session;
+    let (mut sink, mut stream) = peer.framed.split();
+    let window = Arc::new(Semaphore::new(64));
+    let reader = {
+        let (window, sent) = (window.clone(), sent.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(p)) = stream.next().await {
+                match p {
+                    Packet::MessageResponse { message } => {
+                        sent.answered.lock().unwrap().insert(message);
+                        window.add_permits(1);
+                    }
+                    p => sent.surprises.lock().unwrap().push(p),
+                }
+            }
+            // Wakes the writer if it waits for a window.
+            window.close();
+        })
+    };
+    tokio::spawn(async move {
+        for n in 1u64.. {
+            let Ok(permit) = window.acquire().await else {
+                break;
+            };
+            permit.forget();
+            sent.tried.store(n, Ordering::SeqCst);
+            let to = to[(n as usize) % to.len()];
+            let body = Bytes::from(format!("m{n}"));
+            let request = Packet::MessageRequest {
+                session,
+                to,
+                message: n,
+                body,
+            };
+            if sink.send(request).await.is_err() {
+                break;
+            }
+        }
+        let _ = reader.await;
+    })
+}
+
+/// kill -9 of the server while four senders pipeline messages to a
+/// recipient who reads them live and one who is away; then a new server
+/// on the same database, the senders resend everything unanswered with
+/// the same numbers (as the client core does), and each recipient gets
+/// every message exactly once: no message under two delivery numbers.
+#[tokio::test]
+async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
+    let pg = PgServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &[]).await;
+
+    let mut carol = Peer::connect(addr).await;
+    carol.sign_in("carol").await;
+    let carol_user = carol.user;
+    drop(carol);
+    let mut bob = Peer::connect(addr).await;
+    bob.sign_in("bob").await;
+    let bob_user = bob.user;
+    let (bob_seen, carol_seen): (Seen, Seen) = Default::default();
+    let bob_reader = read_and_ack(bob, bob_seen.clone());
+
+    let names = ["s0", "s1", "s2", "s3"];
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for name in names {
+        let mut p = Peer::connect(addr).await;
+        p.sign_in(name).await;
+        let sent = Arc::new(Sent::default());
+        senders.push((name, p.user, sent.clone()));
+        tasks.push(send_until_broken(p, vec![bob_user, carol_user], sent));
+    }
+    // Mid-traffic: once every sender has had answers, and more are in
+    // flight.
+    let deadline = tokio::time::Instant::now() + patience();
+    while senders
+        .iter()
+        .any(|(_, _, s)| s.answered.lock().unwrap().len() < 100)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no traffic in time");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    for task in tasks {
+        tokio::time::timeout(patience(), task)
+            .await
+            .expect("senders notice the server is gone")
+            .unwrap();
+    }
+    tokio::time::timeout(patience(), bob_reader)
+        .await
+        .expect("bob notices the server is gone")
+        .unwrap();
+    let answered_before: usize = senders
+        .iter()
+        .map(|(_, _, s)| s.answered.lock().unwrap().len())
+        .sum();
+
+    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &[]).await;
+    let mut bob = Peer::connect(addr).await;
+    bob.sign_in("bob").await;
+    assert_eq!(bob.user, bob_user);
+    let bob_reader = read_and_ack(bob, bob_seen.clone());
+    // Every number tried and not answered is sent again.
+    let mut expected: [BTreeSet<(u64, Bytes)>; 2] = Default::default();
+    for (name, user, sent) in &senders {
+        assert_eq!(*sent.surprises.lock().unwrap(), [], "{name}'s answers");
+        let mut p = Peer::connect(addr).await;
+        p.sign_in(name).await;
+        assert_eq!(p.user, *user);
+        let answered = sent.answered.lock().unwrap().clone();
+        let tried = sent.tried.load(Ordering::SeqCst);
+        assert!(
+            tried > answered.len() as u64,
+            "{name} had requests in flight"
+        );
+        for n in 1..=tried {
+            let body = format!("m{n}");
+            let to = n as usize % 2;
+            if !answered.contains(&n) {
+                p.message([bob_user, carol_user][to], n, &body).await;
+            }
+            expected[to].insert((*user, Bytes::from(body)));
+        }
+    }
+    let mut carol = Peer::connect(addr).await;
+    carol.sign_in("carol").await;
+    let carol_reader = read_and_ack(carol, carol_seen.clone());
+
+    // Done when both have seen every message and acknowledged all they
+    // were sent: a message stored twice would be in their mailbox, or
+    // seen under a second number.
+    let db = pg.client().await;
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        let queued: i64 = db
+            .query_one("SELECT count(*) FROM queued", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let have = |seen: &Seen| {
+            seen.lock()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+        };
+        if queued == 0 && have(&bob_seen) == expected[0] && have(&carol_seen) == expected[1] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all delivered and acknowledged in time: {queued} queued, bob has {} of {}, carol {} of {}",
+            have(&bob_seen).len(),
+            expected[0].len(),
+            have(&carol_seen).len(),
+            expected[1].len(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for seen in [&bob_seen, &carol_seen] {
+        for ((from, body), numbers) in seen.lock().unwrap().iter() {
+            assert_eq!(numbers.len(), 1, "{from}'s {body:?} came as {numbers:?}");
+        }
+    }
+    assert!(answered_before >= 400);
+    bob_reader.abort();
+    carol_reader.abort();
+    // The server kept its state in the database, not in its directory.
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+}
+
+/// One Prometheus sample's value from a `/metrics` page of `addr`, once it
+/// satisfies `ok`; gauges are sampled every few seconds, so this scrapes
+/// again until then, within a bound.
+async fn metric_once(addr: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let bound = patience() * 3;
+    let found = tokio::time::timeout(bound, async {
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                let get = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                let mut raw = Vec::new();
+                if s.write_all(get).await.is_ok() && s.read_to_end(&mut raw).await.is_ok() {
+                    let page = String::from_utf8_lossy(&raw).to_string();
+                    let value = page
+                        .lines()
+                        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+                    if let Some(v) = value.filter(|v| ok(*v)) {
+                        return v;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{series} never as wanted within {bound:?}"))
+}
+
+/// The store's metrics (batch sizes, commit latency, mailbox depth) are
+/// recorded on PostgreSQL as on SQLite.
+#[tokio::test]
+async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
+    let pg = PgServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let flags = ["--metrics-listen", metrics.as_str()];
+    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &flags).await;
+    let mut bob = Peer::connect(addr).await;
+    bob.sign_in("bob").await;
+    let bob_user = bob.user;
+    drop(bob);
+    let mut alice = Peer::connect(addr).await;
+    alice.sign_in("alice").await;
+    for n in 1..=3 {
+        alice.message(bob_user, n, "hello").await;
+    }
+    metric_once(&metrics, "chat_mailbox_messages", |v| v == 3.0).await;
+    metric_once(&metrics, "chat_store_batch_size_count", |v| v >= 1.0).await;
+    metric_once(&metrics, "chat_store_commit_seconds_count", |v| v >= 1.0).await;
+}
