@@ -54,6 +54,14 @@ pub struct Config {
     #[arg(long, env = "CHAT_FILES_DIR")]
     pub files_dir: Option<PathBuf>,
 
+    /// With --postgres: seconds of a node's lease in the cluster, renewed
+    /// every third of it by PostgreSQL's clock. A server that cannot renew
+    /// it in time stops serving and exits with an error (its supervisor
+    /// starts it again as a new node); other nodes treat it as gone once
+    /// it has ended.
+    #[arg(long, env = "CHAT_LEASE", default_value_t = 6.0, value_parser = seconds)]
+    pub lease: f64,
+
     /// Seconds of silence after which a session ends.
     #[arg(long, env = "CHAT_SESSION_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
     pub session_timeout: f64,
@@ -283,6 +291,7 @@ impl Config {
             data_dir: data_dir.into(),
             postgres: None,
             files_dir: None,
+            lease: 6.0,
             session_timeout: 30.0,
             max_connections: 10_000,
             max_file_size: 1 << 30,
@@ -330,6 +339,12 @@ impl Config {
     /// The session timeout as a duration.
     pub fn session_timeout(&self) -> Duration {
         duration(self.session_timeout)
+    }
+
+    /// The node lease as a duration (at least 300 ms: a third of it is the
+    /// renewal interval).
+    pub fn lease(&self) -> Duration {
+        duration(self.lease).max(Duration::from_millis(300))
     }
 
     /// The write timeout as a duration.

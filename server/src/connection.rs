@@ -91,7 +91,10 @@ async fn serve<R, W>(
     R: ReadHalfOf,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let span = tracing::info_span!("conn", %peer);
+    let span = match &ctx.lease {
+        Some(lease) => tracing::info_span!("conn", node = lease.node(), %peer),
+        None => tracing::info_span!("conn", %peer),
+    };
     async move {
         tracing::debug!("connected");
         let _open = OpenConnection::new();
@@ -113,7 +116,7 @@ async fn serve<R, W>(
         let last: Option<Packet> = loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break Some(error_packet(0, ErrorCode::ShuttingDown, "the server is shutting down")),
+                _ = shutdown.cancelled() => break Some(error_packet(0, ErrorCode::ShuttingDown, &ctx.stop_reason())),
                 _ = out.closing() => break out.close_reason().map(|(code, text)| error_packet(0, code, &text)),
                 _ = async {
                     match &mut sign_in_deadline {
@@ -128,6 +131,11 @@ async fn serve<R, W>(
                     )));
                 }
                 read = reader.read_into(&mut buf) => {
+                    // A node that has lost its lease acts for nobody, even
+                    // before its keeper notices (say, just after a pause).
+                    if !ctx.serving() {
+                        break Some(error_packet(0, ErrorCode::ShuttingDown, &ctx.stop_reason()));
+                    }
                     match read {
                         Ok(0) => {
                             if !buf.is_empty() {

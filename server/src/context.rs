@@ -11,6 +11,7 @@ use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::disk::Disk;
 use crate::hub::{Hub, Session};
+use crate::lease::Lease;
 use crate::outbox::Budget;
 use crate::peers::PeerLimits;
 use crate::store::Store;
@@ -33,9 +34,28 @@ pub(crate) struct Context {
     pub(crate) peers: Arc<PeerLimits>,
     pub(crate) disk: Disk,
     pub(crate) accounts: Accounts,
+    /// This node's lease in a cluster (PostgreSQL); `None` alone on SQLite.
+    pub(crate) lease: Option<Arc<Lease>>,
 }
 
 impl Context {
+    /// Whether this server may serve requests now: always alone, and in a
+    /// cluster while its lease holds.
+    pub(crate) fn serving(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.held())
+    }
+
+    /// Why connections are closing when the server stops.
+    pub(crate) fn stop_reason(&self) -> String {
+        match self.lease.as_ref().and_then(|l| l.fenced()) {
+            Some(why) => format!("this server stopped serving: {why}; connect again"),
+            None if !self.serving() => {
+                "this server's lease in the cluster ran out; connect again".into()
+            }
+            None => "the server is shutting down".into(),
+        }
+    }
+
     /// Ends a session already removed from the hub: its transfers are
     /// dropped (uploads discarded, quota returned, files closed) and its
     /// connection, if any, is closed with `why`.

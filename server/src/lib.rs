@@ -37,6 +37,7 @@ mod context;
 mod disk;
 mod handlers;
 mod hub;
+mod lease;
 pub mod observe;
 mod outbox;
 pub mod peers;

@@ -230,6 +230,12 @@ async fn main() -> anyhow::Result<()> {
         _ = server::signal::shutdown_signal() => tracing::info!("signal received"),
         _ = token.cancelled() => {}
     }
+    let fenced = running.fenced();
     running.shutdown().await;
-    Ok(())
+    match fenced {
+        // An error exit, so that a supervisor (systemd's Restart=on-failure)
+        // starts the server again, as a new node.
+        Some(why) => bail!("stopped serving: {why}"),
+        None => Ok(()),
+    }
 }

@@ -44,6 +44,13 @@ pub mod names {
     pub const TRANSFERS: &str = "chat_transfers";
     /// Counter: file bytes moved, by `direction` (up, down).
     pub const FILE_BYTES: &str = "chat_file_bytes_total";
+    /// Gauge: 1 while this node holds its lease in the cluster, 0 once it
+    /// has lost it and stops serving (PostgreSQL only).
+    pub const LEASE_HELD: &str = "chat_lease_held";
+    /// Counter: lease renewals, by `result` (renewed, failed, lost).
+    pub const LEASE_RENEWALS: &str = "chat_lease_renewals_total";
+    /// Gauge: this node's number in the cluster (PostgreSQL only).
+    pub const NODE: &str = "chat_node";
     /// Gauge: WebSocket tunnels open (gateway).
     pub const TUNNELS: &str = "chat_gateway_tunnels";
     /// Counter: tunnels refused, by `reason` (gateway).

@@ -24,11 +24,12 @@ use crate::connection;
 use crate::context::Context;
 use crate::disk::Disk;
 use crate::hub::Hub;
+use crate::lease::Lease;
 use crate::observe::names;
 use crate::outbox::Budget;
 use crate::peers::PeerLimits;
 use crate::proxy_header;
-use crate::store::{Store, StoreError, StoreLimits};
+use crate::store::{NodeLease, Store, StoreError, StoreLimits};
 use crate::transfers::quota::Quota;
 
 /// How often unread mail past its age and old session records are pruned,
@@ -88,6 +89,16 @@ impl RunningServer {
     /// A token that stops the server when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.doors.shutdown.clone()
+    }
+
+    /// Why the server stopped serving on its own, if it did: it lost its
+    /// lease in the cluster. The process should then exit with an error.
+    pub fn fenced(&self) -> Option<String> {
+        self.doors
+            .ctx
+            .lease
+            .as_ref()
+            .and_then(|l| l.fenced().map(str::to_owned))
     }
 
     /// A handle that opens in-process connections, for a gateway that
@@ -335,6 +346,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             tracing::info!(%addr, files_dir = %disk_dir.display(), "chat server listening, state in PostgreSQL")
         }
     }
+    // On PostgreSQL the server is a node of a cluster, with a lease.
+    let node = match &config.postgres {
+        Some(url) => {
+            let sent = crate::hub::now_ms();
+            let name = format!("{addr} pid {}", std::process::id());
+            let (db, id) = NodeLease::join(url, &name, config.lease()).await?;
+            tracing::info!(node = id, %name, lease = ?config.lease(), "joined the cluster");
+            Some((Arc::new(Lease::new(id, config.lease(), sent)), db))
+        }
+        None => None,
+    };
     let (params, hashing) = (config.hash_params(), config.max_hashing);
     let hasher = Hasher::new(params, hashing)?;
     let accounts = Accounts::new(
@@ -359,6 +381,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         peers: PeerLimits::new(config.peer_limits()),
         disk: Disk::new(disk_dir, config.min_free_disk),
         hub: Hub::new(config.max_pending_broadcasts),
+        lease: node.as_ref().map(|(lease, _)| lease.clone()),
         config,
         store,
         blobs,
@@ -372,7 +395,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let doors_for_run = doors.clone();
     let done = tokio::spawn(async move {
-        run(listener, doors_for_run, writer).await;
+        run(listener, doors_for_run, writer, node.map(|(_, db)| db)).await;
         // Held until the store is closed.
         drop(lock);
     });
@@ -387,7 +410,12 @@ enum Writer {
     Task(tokio::task::JoinHandle<()>),
 }
 
-async fn run(listener: TcpListener, doors: Arc<Doors>, writer: Writer) {
+async fn run(
+    listener: TcpListener,
+    doors: Arc<Doors>,
+    writer: Writer,
+    node_lease: Option<NodeLease>,
+) {
     let (ctx, shutdown, tracker) = (
         doors.ctx.clone(),
         doors.shutdown.clone(),
@@ -395,6 +423,10 @@ async fn run(listener: TcpListener, doors: Arc<Doors>, writer: Writer) {
     );
     tracker.spawn(expire_sessions(ctx.clone(), shutdown.clone()));
     tracker.spawn(upkeep(ctx.clone(), shutdown.clone()));
+    if let (Some(lease), Some(db)) = (ctx.lease.clone(), node_lease) {
+        let length = ctx.config.lease();
+        tracker.spawn(crate::lease::keep(lease, db, length, shutdown.clone()));
+    }
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
@@ -427,11 +459,7 @@ async fn run(listener: TcpListener, doors: Arc<Doors>, writer: Writer) {
     tracker.close();
     tracker.wait().await;
     for session in ctx.hub.drain() {
-        ctx.end_session(
-            &session,
-            ErrorCode::ShuttingDown,
-            "the server is shutting down".into(),
-        );
+        ctx.end_session(&session, ErrorCode::ShuttingDown, ctx.stop_reason());
     }
     // The store thread ends when the last handle is gone.
     drop(ctx);

@@ -25,6 +25,7 @@ mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -178,6 +179,29 @@ pub struct Store {
     reads: Reads,
     /// The highest delivery number committed.
     committed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// This process's place in a cluster on PostgreSQL: its node number, and
+/// a lease it renews to go on serving ([`crate::lease`] keeps it).
+#[derive(Debug)]
+pub struct NodeLease(postgres::lease::Lease);
+
+impl NodeLease {
+    /// Joins the cluster of the database at `url` as a new node named
+    /// `name`, with a lease of `lease`; returns the handle and the node's
+    /// number. Renewals are committed durably (`synchronous_commit = on`),
+    /// so a crash of the database cannot shorten a lease this node holds.
+    pub async fn join(url: &str, name: &str, lease: Duration) -> Result<(Self, u64), StoreError> {
+        let target = postgres::Target::parse(url, true)?;
+        let (lease, id) = postgres::lease::Lease::join(target, name, lease).await?;
+        Ok((Self(lease), id))
+    }
+
+    /// Extends the lease by PostgreSQL's clock; `Ok(false)` if it had
+    /// already ended there.
+    pub async fn renew(&mut self) -> Result<bool, StoreError> {
+        self.0.renew().await
+    }
 }
 
 /// The read half of an engine.

@@ -10,6 +10,7 @@
 //! deduplication, the caps and unique numbers.
 
 mod batch;
+pub(super) mod lease;
 pub(super) mod reads;
 mod schema;
 
