@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+pub mod nats;
 pub mod postgres;
 
 /// How long a test waits for an event before failing; raise it on a slow

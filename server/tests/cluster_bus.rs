@@ -1,0 +1,176 @@
+//! Two servers on one PostgreSQL and one NATS behave as one for live
+//! delivery: a direct message reaches a user attached to the other server
+//! at once, a broadcast reaches every server's users, and what NATS loses
+//! while it is down is caught up from PostgreSQL.
+//!
+//! Real `postgres` and `nats-server` processes, each test its own; the two
+//! servers are in this process, each with its own hub, store connections
+//! and NATS connection, as two processes would have.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::nats::NatsServer;
+use common::postgres::PgServer;
+use common::{patience, Peer, TestServer};
+use proto::limits::BROADCAST_BIT;
+use proto::Packet;
+
+async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
+    let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
+    TestServer::start_with(move |c| {
+        c.postgres = Some(url);
+        c.nats = Some(nats);
+        c.files_dir = Some(files);
+    })
+    .await
+}
+
+/// Sends a broadcast and waits for its answer.
+async fn broadcast(peer: &mut Peer, message: u64, body: &'static str) {
+    let session = peer.session;
+    peer.send(Packet::BroadcastRequest {
+        session,
+        message,
+        body: Bytes::from_static(body.as_bytes()),
+    })
+    .await;
+    assert_eq!(
+        peer.recv_skipping_incoming().await,
+        Packet::BroadcastResponse { message }
+    );
+}
+
+/// The next packet is not an incoming message: what `peer` was sent
+/// before this call has all been read (the USERS answer comes after it).
+async fn nothing_more_incoming(peer: &mut Peer) {
+    let session = peer.session;
+    peer.send(Packet::UsersRequest { session }).await;
+    match peer.recv().await {
+        Packet::UsersResponse { .. } => {}
+        p => panic!("expected nothing before the users list, got {p:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_direct_message_reaches_a_user_on_the_other_server_at_once() {
+    let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let a = node(&pg, &nats, files.path()).await;
+    let b = node(&pg, &nats, files.path()).await;
+    let mut alice = a.signed_in("alice").await;
+    let mut bob = b.signed_in("bob").await;
+
+    alice.message(bob.user, 1, "hello from a").await;
+    let (from, delivery, body) = bob.incoming().await;
+    assert_eq!((from, &body[..]), (alice.user, &b"hello from a"[..]));
+    assert_eq!(delivery & BROADCAST_BIT, 0);
+    bob.ack(delivery).await;
+
+    // And back, and a resend is not delivered twice.
+    bob.message(alice.user, 7, "hello from b").await;
+    bob.message(alice.user, 7, "hello from b").await;
+    bob.message(alice.user, 8, "and again").await;
+    let (from, _, body) = alice.incoming().await;
+    assert_eq!((from, &body[..]), (bob.user, &b"hello from b"[..]));
+    let (_, _, body) = alice.incoming().await;
+    assert_eq!(&body[..], b"and again");
+    nothing_more_incoming(&mut alice).await;
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_users_on_every_server_but_the_sender() {
+    let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let a = node(&pg, &nats, files.path()).await;
+    let b = node(&pg, &nats, files.path()).await;
+    let mut alice = a.signed_in("alice").await;
+    let mut carol = a.signed_in("carol").await;
+    let mut bob = b.signed_in("bob").await;
+    let mut dave = b.signed_in("dave").await;
+
+    broadcast(&mut alice, 1, "from a").await;
+    broadcast(&mut bob, 1, "from b").await;
+    for p in [&mut carol, &mut dave] {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (from, n, body) = p.incoming().await;
+            assert_ne!(n & BROADCAST_BIT, 0);
+            got.push((from, body));
+            p.ack(n).await;
+        }
+        got.sort();
+        let mut want = vec![
+            (alice.user, Bytes::from_static(b"from a")),
+            (bob.user, Bytes::from_static(b"from b")),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+    // Each sender got the other's, not its own.
+    let (from, n, body) = alice.incoming().await;
+    assert_eq!((from, &body[..]), (bob.user, &b"from b"[..]));
+    alice.ack(n).await;
+    let (from, n, body) = bob.incoming().await;
+    assert_eq!((from, &body[..]), (alice.user, &b"from a"[..]));
+    // Bob leaves without acknowledging it and resumes: it is owed again,
+    // though it came from the other server.
+    let session = bob.session;
+    drop(bob);
+    let mut bob = b.peer().await;
+    bob.send(Packet::SessionPreserve { session }).await;
+    assert!(matches!(bob.recv().await, Packet::SessionCookie { .. }));
+    let (from, again, body) = bob.incoming().await;
+    assert_eq!((from, again, &body[..]), (alice.user, n, &b"from a"[..]));
+    for p in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        nothing_more_incoming(p).await;
+    }
+}
+
+/// NATS is killed, a direct message is sent meanwhile and its sender's
+/// server shut down (so the publication it holds is surely gone), then
+/// NATS comes back: the recipient's server catches up from PostgreSQL.
+#[tokio::test]
+async fn a_message_sent_while_nats_was_down_arrives_once_it_is_back() {
+    let pg = PgServer::start().await;
+    let mut nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let mut a = node(&pg, &nats, files.path()).await;
+    let b = node(&pg, &nats, files.path()).await;
+    let mut alice = a.signed_in("alice").await;
+    let mut bob = b.signed_in("bob").await;
+    alice.message(bob.user, 1, "before").await;
+    let (_, first, _) = bob.incoming().await;
+    bob.ack(first).await;
+    nothing_more_incoming(&mut bob).await;
+
+    nats.kill();
+    // Committed to PostgreSQL, so answered, though NATS is down.
+    alice.message(bob.user, 2, "while nats was down").await;
+    drop(alice);
+    let server = a.server.take().expect("running");
+    tokio::time::timeout(patience(), server.shutdown())
+        .await
+        .expect("node a shuts down with NATS away");
+    nats.start_again().await;
+
+    let (from, delivery, body) = bob.incoming().await;
+    assert_eq!(&body[..], b"while nats was down");
+    assert!(delivery > first);
+    bob.ack(delivery).await;
+    let _ = from;
+
+    // The bus works again: a new server's user reaches bob at once.
+    a.restart().await;
+    let mut carol = a.signed_in("carol").await;
+    let started = tokio::time::Instant::now();
+    carol.message(bob.user, 1, "after").await;
+    let (_, _, body) = bob.incoming().await;
+    assert_eq!(&body[..], b"after");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
