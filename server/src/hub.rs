@@ -491,6 +491,36 @@ mod tests {
         Outbox::new(1 << 20, Budget::new(1 << 30)).0
     }
 
+    /// What another server's broadcast does here: it reaches everyone but
+    /// the sender's user, once however often the bus repeats it, and is
+    /// owed by its position, not its number.
+    #[test]
+    fn a_broadcast_from_afar_reaches_all_but_its_sender_once() {
+        let hub = Hub::new(10);
+        let sender = session(&hub, 1, 100);
+        let receiver = session(&hub, 2, 200);
+        for s in [&sender, &receiver] {
+            let (_, owed) = hub.attach(s, outbox()).unwrap();
+            let out = s.state().conn.clone().unwrap();
+            assert!(matches!(
+                hub.finish_redelivery(s, &out, &owed),
+                Finish::Done(..)
+            ));
+        }
+        let high = (BROADCAST_BIT | 50, Bytes::from_static(b"late"));
+        hub.broadcast(&sender, std::slice::from_ref(&high));
+        let low = (BROADCAST_BIT | 7, Bytes::from_static(b"from afar"));
+        hub.broadcast_from_afar(100, std::slice::from_ref(&low));
+        hub.broadcast_from_afar(100, std::slice::from_ref(&low));
+        // The receiver owes both, in arrival order, each once; the sender
+        // neither.
+        let owed = |s: &Session| hub.log().owed(&s.state().owed, s.user);
+        assert_eq!(owed(&receiver), vec![high.clone(), low.clone()]);
+        assert!(owed(&sender).is_empty());
+        hub.ack_broadcast(&receiver, low.0);
+        assert_eq!(owed(&receiver), vec![high]);
+    }
+
     #[test]
     fn a_broadcast_held_before_attach_goes_out_once_and_only_on_the_new_connection() {
         let hub = Hub::new(10);

@@ -464,6 +464,20 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_up_starts_a_read_or_makes_a_running_one_read_again() {
+        let mut r = Redelivery::started();
+        assert!(!r.catch_up(), "one runs already");
+        assert!(r.finish().is_none(), "it reads the store again first");
+        assert!(r.finish().is_some());
+        assert!(!r.is_running());
+        assert!(r.catch_up(), "none runs: one starts");
+        assert!(r.is_running());
+        assert_eq!(r.live_direct(9, b(9)), None, "held while it reads");
+        let (held, _) = r.finish().unwrap();
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
     fn acknowledgements_free_the_window() {
         let mut r = Redelivery::started();
         for d in [3, 4, 9] {
