@@ -87,6 +87,11 @@ impl Log {
         self.next()
     }
 
+    /// The position of the oldest broadcast kept.
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
     /// One past the position of the latest arrival.
     pub(crate) fn next(&self) -> u64 {
         self.first + self.entries.len() as u64
@@ -135,28 +140,41 @@ impl Owed {
     }
 
     /// The broadcast at `position` needs no delivery to this session any
-    /// more: its client acknowledged it, or the session sent it. `next` is
-    /// one past the latest position logged; later ones are ignored.
-    /// Returns true when out-of-order positions have piled up past `limit`
-    /// and [`Owed::tidy`] should run.
-    pub(crate) fn done(&mut self, position: u64, next: u64, limit: usize) -> bool {
+    /// more: its client acknowledged it, or the session sent it. `first`
+    /// and `next` are the log's oldest position kept and one past its
+    /// latest ([`Log::first`], [`Log::next`]): nothing below the first is
+    /// owed any more, and later ones are ignored. Returns true when
+    /// out-of-order positions have piled up past `limit` and
+    /// [`Owed::tidy`] should run.
+    pub(crate) fn done(&mut self, position: u64, first: u64, next: u64, limit: usize) -> bool {
+        if self.floor < first {
+            self.floor = first;
+            let below = self.acked.partition_point(|&a| a < first);
+            self.acked.drain(..below);
+            self.skip_acknowledged();
+        }
         if position < self.floor || position >= next {
             return false;
         }
         if position == self.floor {
             self.floor += 1;
-            let run = self
-                .acked
-                .iter()
-                .zip(self.floor..)
-                .take_while(|(a, f)| **a == *f)
-                .count();
-            self.floor += run as u64;
-            self.acked.drain(..run);
+            self.skip_acknowledged();
         } else if let Err(at) = self.acked.binary_search(&position) {
             self.acked.insert(at, position);
         }
         self.acked.len() > limit
+    }
+
+    /// Moves the floor past the acknowledged positions right above it.
+    fn skip_acknowledged(&mut self) {
+        let run = self
+            .acked
+            .iter()
+            .zip(self.floor..)
+            .take_while(|(a, f)| **a == *f)
+            .count();
+        self.floor += run as u64;
+        self.acked.drain(..run);
     }
 
     /// Moves the floor past positions the log no longer keeps and forgets
@@ -189,7 +207,7 @@ mod tests {
     /// Acknowledges broadcast `n` as the hub does: by its position.
     fn ack(owed: &mut Owed, log: &Log, n: u64, keep: usize) {
         if let Some(at) = log.position(n) {
-            if owed.done(at, log.next(), keep) {
+            if owed.done(at, log.first(), log.next(), keep) {
                 owed.tidy(log);
             }
         }

@@ -270,14 +270,14 @@ impl Hub {
     /// keeps positions in the log, not numbers (see [`Log`]): the log is
     /// asked for the position, and let go before the session is locked.
     pub(crate) fn ack_broadcast(&self, session: &Session, delivery: u64) {
-        let (position, next) = {
+        let (position, first, next) = {
             let log = self.log();
-            (log.position(delivery), log.next())
+            (log.position(delivery), log.first(), log.next())
         };
         let Some(position) = position else {
             return;
         };
-        if session.state().owed.done(position, next, self.keep) {
+        if session.state().owed.done(position, first, next, self.keep) {
             let log = self.log();
             session.state().owed.tidy(&log);
         }
@@ -377,13 +377,13 @@ impl Hub {
 
     fn fan_out(&self, user: u64, sender: Option<&Session>, batch: &[(u64, Bytes)]) {
         let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let (positions, next) = {
+        let (positions, first, next) = {
             let mut log = self.log();
             let positions: Vec<Option<u64>> = batch
                 .iter()
                 .map(|(delivery, bytes)| log.insert(*delivery, user, bytes.clone()))
                 .collect();
-            (positions, log.next())
+            (positions, log.first(), log.next())
         };
         if let Some(sender) = sender {
             let tidy = {
@@ -391,7 +391,7 @@ impl Hub {
                 positions
                     .iter()
                     .flatten()
-                    .fold(false, |t, at| st.owed.done(*at, next, self.keep) | t)
+                    .fold(false, |t, at| st.owed.done(*at, first, next, self.keep) | t)
             };
             if tidy {
                 let log = self.log();

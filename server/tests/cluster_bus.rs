@@ -21,12 +21,14 @@ use proto::Packet;
 
 async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
     let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
-    TestServer::start_with(move |c| {
+    let start = TestServer::start_with(move |c| {
         c.postgres = Some(url);
         c.nats = Some(nats);
         c.files_dir = Some(files);
-    })
-    .await
+    });
+    tokio::time::timeout(patience(), start)
+        .await
+        .expect("a server starts in time")
 }
 
 /// An incoming message: (from, delivery number, body).
@@ -190,7 +192,9 @@ async fn a_message_sent_while_nats_was_down_arrives_once_it_is_back() {
     let _ = from;
 
     // The bus works again: a new server's user reaches bob at once.
-    a.restart().await;
+    tokio::time::timeout(patience(), a.restart())
+        .await
+        .expect("node a starts again in time");
     let mut carol = a.signed_in("carol").await;
     let started = tokio::time::Instant::now();
     carol.message(bob.user, 1, "after").await;

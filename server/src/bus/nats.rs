@@ -509,9 +509,12 @@ fn encode_broadcasts(node: u64, sender: u64, batch: &[(u64, Bytes)]) -> Vec<Byte
     out
 }
 
-/// What [`encode_broadcasts`] made: the node, the sender and the batch;
-/// `None` if malformed.
-fn decode_broadcasts(mut payload: Bytes) -> Option<(u64, u64, Vec<(u64, Bytes)>)> {
+/// What one NATS message of broadcasts carries: the process that sent it,
+/// the sender's user number, and the broadcasts (number, packet).
+type Published = (u64, u64, Vec<(u64, Bytes)>);
+
+/// What [`encode_broadcasts`] made; `None` if malformed.
+fn decode_broadcasts(mut payload: Bytes) -> Option<Published> {
     if payload.len() < 16 {
         return None;
     }

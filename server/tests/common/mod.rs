@@ -119,7 +119,10 @@ impl Peer {
     }
 
     pub async fn send(&mut self, p: Packet) {
-        self.framed.send(p).await.unwrap();
+        tokio::time::timeout(patience(), self.framed.send(p))
+            .await
+            .unwrap_or_else(|_| panic!("could not send within {:?}", patience()))
+            .unwrap();
     }
 
     /// Sends raw bytes, for malformed input.
