@@ -3,21 +3,25 @@
 //! at once, a broadcast reaches every server's users, and what NATS loses
 //! while it is down is caught up from PostgreSQL.
 //!
-//! Real `postgres` and `nats-server` processes, each test its own; the two
+//! Real `postgres` and `nats-server` processes, each test its own; the
 //! servers are in this process, each with its own hub, store connections
-//! and NATS connection, as two processes would have.
+//! and NATS connection, as two processes would have, except the one that
+//! is killed with SIGKILL, which is the `chat-server` binary.
 
 mod common;
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::{patience, Peer, TestServer};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
+use tokio::io::AsyncBufReadExt;
 
 async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
     let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
@@ -158,44 +162,94 @@ async fn a_broadcast_reaches_users_on_every_server_but_the_sender() {
     }
 }
 
+/// The real `chat-server` binary as a node on `pg` and `nats`, on a free
+/// loopback port, with the address it printed. Killed when dropped.
+async fn spawn_node(
+    pg: &PgServer,
+    nats: &NatsServer,
+    files: &Path,
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", "127.0.0.1:0", "--postgres", &pg.url()])
+        .args(["--nats", &nats.url(), "--files-dir"])
+        .arg(files)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(patience(), lines.next_line())
+        .await
+        .expect("the server says where it listens in time")
+        .unwrap()
+        .expect("the server started");
+    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+/// The Prometheus recorder of this test process, installed once.
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder")
+    })
+}
+
+/// A sample's value now (0 if not recorded yet), e.g.
+/// `chat_bus_catch_ups_total`.
+fn sample(series: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// NATS is killed, a direct message is sent meanwhile and its sender's
-/// server shut down (so the publication it holds is surely gone), then
+/// server killed (kill -9: the publication it held is surely gone), then
 /// NATS comes back: the recipient's server catches up from PostgreSQL.
 #[tokio::test]
-async fn a_message_sent_while_nats_was_down_arrives_once_it_is_back() {
+async fn a_message_sent_while_nats_was_down_is_caught_up_from_postgres() {
     let pg = PgServer::start().await;
     let mut nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let mut a = node(&pg, &nats, files.path()).await;
+    metrics();
+    let (mut a, a_addr) = spawn_node(&pg, &nats, files.path()).await;
     let b = node(&pg, &nats, files.path()).await;
-    let mut alice = a.signed_in("alice").await;
+    let mut alice = Peer::connect(a_addr).await;
+    alice.sign_in("alice").await;
     let mut bob = b.signed_in("bob").await;
     alice.message(bob.user, 1, "before").await;
     let (_, first, _) = bob.incoming().await;
     bob.ack(first).await;
     nothing_more_incoming(&mut bob).await;
+    let catch_ups = sample("chat_bus_catch_ups_total");
 
     nats.kill();
     // Committed to PostgreSQL, so answered, though NATS is down.
     alice.message(bob.user, 2, "while nats was down").await;
-    drop(alice);
-    let server = a.server.take().expect("running");
-    tokio::time::timeout(patience(), server.shutdown())
+    a.start_kill().unwrap();
+    tokio::time::timeout(patience(), a.wait())
         .await
-        .expect("node a shuts down with NATS away");
+        .expect("node a dies in time")
+        .unwrap();
     nats.start_again().await;
 
     let (from, delivery, body) = bob.incoming().await;
-    assert_eq!(&body[..], b"while nats was down");
+    assert_eq!((from, &body[..]), (alice.user, &b"while nats was down"[..]));
     assert!(delivery > first);
     bob.ack(delivery).await;
-    let _ = from;
+    assert!(sample("chat_bus_catch_ups_total") > catch_ups);
+    nothing_more_incoming(&mut bob).await;
 
-    // The bus works again: a new server's user reaches bob at once.
-    tokio::time::timeout(patience(), a.restart())
-        .await
-        .expect("node a starts again in time");
-    let mut carol = a.signed_in("carol").await;
+    // The bus works again: a new node's user reaches bob at once.
+    let (_a, a_addr) = spawn_node(&pg, &nats, files.path()).await;
+    let mut carol = Peer::connect(a_addr).await;
+    carol.sign_in("carol").await;
     let started = tokio::time::Instant::now();
     carol.message(bob.user, 1, "after").await;
     let (_, _, body) = bob.incoming().await;

@@ -402,7 +402,7 @@ async fn metric_once(addr: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 
 }
 
 /// The store's metrics (batch sizes, commit latency, mailbox depth) are
-/// recorded on PostgreSQL as on SQLite.
+/// recorded on PostgreSQL as on SQLite, and the bus's publications.
 #[tokio::test]
 async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
     let pg = PgServer::start().await;
@@ -425,6 +425,12 @@ async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
         alice.message(bob_user, n, "hello").await;
     }
     metric_once(&metrics, "chat_mailbox_messages", |v| v == 3.0).await;
+    // Bob is not on a connection here: each is published for the server
+    // that may have him.
+    metric_once(&metrics, "chat_bus_published_total{kind=\"direct\"}", |v| {
+        v == 3.0
+    })
+    .await;
     metric_once(&metrics, "chat_store_batch_size_count", |v| v >= 1.0).await;
     metric_once(&metrics, "chat_store_commit_seconds_count", |v| v >= 1.0).await;
 }
