@@ -28,6 +28,12 @@
 //! the process reads the mailboxes of its attached users again
 //! ([`crate::redelivery::catch_up`]). Broadcasts are not stored, so one
 //! lost by NATS stays lost to the processes that missed it.
+//!
+//! Not covered yet: a session whose redelivery is running when a catch-up
+//! comes reads the rest of its mailbox from where that read stands, so a
+//! lost message numbered below that point (taken by another process
+//! before, committed after the read passed it) waits for the next
+//! catch-up or sign-in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
