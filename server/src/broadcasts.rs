@@ -10,7 +10,7 @@
 //! above it acknowledged out of order ([`Owed`]), so a session costs the
 //! same however many broadcasts go by.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -21,14 +21,31 @@ struct Entry {
     bytes: Bytes,
 }
 
-/// The most recent broadcasts, by delivery number, at most `keep`.
+/// The most recent broadcasts, in the order they reached this server, at
+/// most `keep`.
+///
+/// # Numbers and positions
+/// A broadcast's *number* (its delivery number, from one counter for the
+/// whole deployment: with PostgreSQL a sequence every server draws from)
+/// is what clients see and acknowledge, and it names the broadcast on
+/// every server. It is not the order broadcasts arrive in: with several
+/// servers, one server's higher numbers can reach a third before
+/// another's lower ones, and even in one process two senders' batches can
+/// be fanned out in either order. So the log orders by *position*: the
+/// arrival order on this server, counted from 0 with no gaps. A session
+/// owes what arrived after it started ([`Log::floor_for_new_session`])
+/// whatever its number, and [`Owed`] is kept in positions; an
+/// acknowledgement is turned from number to position here. Positions are
+/// local to one server and never leave it.
 #[derive(Debug)]
 pub(crate) struct Log {
-    // Sorted by number; broadcasts arrive in (almost) increasing order.
+    /// In arrival order: entry `i` is at position `first + i`.
     entries: VecDeque<Entry>,
+    /// The position of the oldest entry kept.
+    first: u64,
+    /// Number → position, for the entries kept.
+    positions: HashMap<u64, u64>,
     keep: usize,
-    /// One past the highest number ever logged.
-    next: u64,
 }
 
 impl Log {
@@ -36,69 +53,76 @@ impl Log {
     pub(crate) fn new(keep: usize) -> Self {
         Self {
             entries: VecDeque::new(),
+            first: 0,
+            positions: HashMap::new(),
             keep: keep.max(1),
-            next: 0,
         }
     }
 
-    /// Records a broadcast from `sender`, as the encoded packet delivered.
-    pub(crate) fn insert(&mut self, number: u64, sender: u64, bytes: Bytes) {
-        let entry = Entry {
+    /// Records a broadcast from `sender`, as the encoded packet delivered,
+    /// and returns its position; `None` if a broadcast of that number is
+    /// logged already (the same one, arriving twice).
+    pub(crate) fn insert(&mut self, number: u64, sender: u64, bytes: Bytes) -> Option<u64> {
+        if self.positions.contains_key(&number) {
+            return None;
+        }
+        let position = self.next();
+        self.entries.push_back(Entry {
             number,
             sender,
             bytes,
-        };
-        match self.entries.back() {
-            Some(last) if last.number >= number => {
-                // Two senders' broadcasts can be logged out of order.
-                if let Err(at) = self.entries.binary_search_by_key(&number, |e| e.number) {
-                    self.entries.insert(at, entry);
-                }
-            }
-            _ => self.entries.push_back(entry),
-        }
-        self.next = self.next.max(number.saturating_add(1));
+        });
+        self.positions.insert(number, position);
         while self.entries.len() > self.keep {
-            self.entries.pop_front();
+            if let Some(old) = self.entries.pop_front() {
+                self.positions.remove(&old.number);
+                self.first += 1;
+            }
         }
+        Some(position)
     }
 
     /// Where a session that starts now stands: it owes nothing logged so far.
     pub(crate) fn floor_for_new_session(&self) -> u64 {
-        self.next
+        self.next()
     }
 
-    /// One past the highest number logged.
+    /// The position of the oldest broadcast kept.
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// One past the position of the latest arrival.
     pub(crate) fn next(&self) -> u64 {
-        self.next
+        self.first + self.entries.len() as u64
     }
 
-    fn contains(&self, number: u64) -> bool {
-        self.entries
-            .binary_search_by_key(&number, |e| e.number)
-            .is_ok()
+    /// The position of broadcast `number`, while it is kept.
+    pub(crate) fn position(&self, number: u64) -> Option<u64> {
+        self.positions.get(&number).copied()
     }
 
-    /// The index of the first entry numbered `floor` or more.
-    fn position(&self, floor: u64) -> usize {
-        self.entries.partition_point(|e| e.number < floor)
-    }
-
-    /// The broadcasts `owed` has not acknowledged, as (number, packet),
-    /// oldest first, skipping `user`'s own.
+    /// The broadcasts `owed` has not acknowledged, as (number, packet), in
+    /// arrival order, skipping `user`'s own.
     pub(crate) fn owed(&self, owed: &Owed, user: u64) -> Vec<(u64, Bytes)> {
+        let from = owed.floor.saturating_sub(self.first);
+        let from = usize::try_from(from)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
         self.entries
-            .range(self.position(owed.floor)..)
-            .filter(|e| e.sender != user && owed.acked.binary_search(&e.number).is_err())
-            .map(|e| (e.number, e.bytes.clone()))
+            .range(from..)
+            .zip(self.first + from as u64..)
+            .filter(|(e, at)| e.sender != user && owed.acked.binary_search(at).is_err())
+            .map(|(e, _)| (e.number, e.bytes.clone()))
             .collect()
     }
 }
 
-/// Where one session stands in the [`Log`]: every broadcast numbered below
-/// `floor` is acknowledged (or its own); above it, `acked` holds the numbers
-/// acknowledged out of order. Broadcast numbers come from one counter, so a
-/// client that acknowledges as it reads keeps `acked` empty, and the usual
+/// Where one session stands in the [`Log`], in positions: every broadcast
+/// below `floor` is acknowledged (or its own, or arrived before the
+/// session began); above it, `acked` holds the positions acknowledged out
+/// of order. A client that acknowledges as it reads keeps `acked` empty
+/// (or nearly: live fan-outs may pass each other), and the usual
 /// acknowledgement touches only its own session.
 #[derive(Debug, Default)]
 pub(crate) struct Owed {
@@ -107,7 +131,7 @@ pub(crate) struct Owed {
 }
 
 impl Owed {
-    /// A session owing everything from `floor` on.
+    /// A session owing everything from position `floor` on.
     pub(crate) fn new(floor: u64) -> Self {
         Self {
             floor,
@@ -115,45 +139,51 @@ impl Owed {
         }
     }
 
-    /// Broadcast `number` needs no delivery to this session any more: its
-    /// client acknowledged it, or the session sent it. `next` is one past
-    /// the highest number logged; higher numbers are ignored. Returns true
-    /// when out-of-order numbers have piled up past `limit` and
+    /// The broadcast at `position` needs no delivery to this session any
+    /// more: its client acknowledged it, or the session sent it. `first`
+    /// and `next` are the log's oldest position kept and one past its
+    /// latest ([`Log::first`], [`Log::next`]): nothing below the first is
+    /// owed any more, and later ones are ignored. Returns true when
+    /// out-of-order positions have piled up past `limit` and
     /// [`Owed::tidy`] should run.
-    pub(crate) fn done(&mut self, number: u64, next: u64, limit: usize) -> bool {
-        if number < self.floor || number >= next {
+    pub(crate) fn done(&mut self, position: u64, first: u64, next: u64, limit: usize) -> bool {
+        if self.floor < first {
+            self.floor = first;
+            let below = self.acked.partition_point(|&a| a < first);
+            self.acked.drain(..below);
+            self.skip_acknowledged();
+        }
+        if position < self.floor || position >= next {
             return false;
         }
-        if number == self.floor {
+        if position == self.floor {
             self.floor += 1;
-            let run = self
-                .acked
-                .iter()
-                .zip(self.floor..)
-                .take_while(|(a, f)| **a == *f)
-                .count();
-            self.floor += run as u64;
-            self.acked.drain(..run);
-        } else if let Err(at) = self.acked.binary_search(&number) {
-            self.acked.insert(at, number);
+            self.skip_acknowledged();
+        } else if let Err(at) = self.acked.binary_search(&position) {
+            self.acked.insert(at, position);
         }
         self.acked.len() > limit
     }
 
-    /// Moves the floor past numbers that will never be delivered (skipped
-    /// by a failed commit, or older than a full log holds) and forgets
-    /// acknowledgements of numbers not in the log, so `acked` never holds
-    /// more than the log does.
+    /// Moves the floor past the acknowledged positions right above it.
+    fn skip_acknowledged(&mut self) {
+        let run = self
+            .acked
+            .iter()
+            .zip(self.floor..)
+            .take_while(|(a, f)| **a == *f)
+            .count();
+        self.floor += run as u64;
+        self.acked.drain(..run);
+    }
+
+    /// Moves the floor past positions the log no longer keeps and forgets
+    /// acknowledgements of them, so `acked` never holds more than the log
+    /// does.
     pub(crate) fn tidy(&mut self, log: &Log) {
-        // Below the oldest entry of a full log nothing can be owed: a
-        // broadcast numbered there that is logged late is dropped at once.
-        if log.entries.len() == log.keep {
-            if let Some(oldest) = log.entries.front() {
-                self.floor = self.floor.max(oldest.number);
-            }
-        }
-        let floor = self.floor;
-        self.acked.retain(|&n| n >= floor && log.contains(n));
+        self.floor = self.floor.max(log.first);
+        let (floor, next) = (self.floor, log.next());
+        self.acked.retain(|&n| n >= floor && n < next);
         while self.acked.first() == Some(&self.floor) {
             self.acked.remove(0);
             self.floor += 1;
@@ -165,7 +195,6 @@ impl Owed {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     fn b(n: u64) -> Bytes {
         Bytes::from(n.to_be_bytes().to_vec())
@@ -173,6 +202,15 @@ mod tests {
 
     fn packets(owed: Vec<(u64, Bytes)>) -> Vec<Bytes> {
         owed.into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// Acknowledges broadcast `n` as the hub does: by its position.
+    fn ack(owed: &mut Owed, log: &Log, n: u64, keep: usize) {
+        if let Some(at) = log.position(n) {
+            if owed.done(at, log.first(), log.next(), keep) {
+                owed.tidy(log);
+            }
+        }
     }
 
     #[test]
@@ -184,28 +222,42 @@ mod tests {
             let sender = if n == 4 { 7 } else { 9 };
             log.insert(n, sender, b(n));
             if sender == 7 {
-                owed.done(n, log.next(), 3);
+                ack(&mut owed, &log, n, 3);
             }
         }
-        // Kept: 3, 4, 5; user 7 sent 4.
+        // Kept, in arrival order: 4, 3, 5; user 7 sent 4.
         assert_eq!(packets(log.owed(&owed, 7)), vec![b(3), b(5)]);
-        owed.done(5, log.next(), 3);
+        ack(&mut owed, &log, 5, 3);
         assert_eq!(packets(log.owed(&owed, 7)), vec![b(3)]);
-        owed.done(2, log.next(), 3);
-        owed.done(3, log.next(), 3);
+        ack(&mut owed, &log, 2, 3);
+        ack(&mut owed, &log, 3, 3);
         assert!(log.owed(&owed, 7).is_empty());
         assert!(
             owed.acked.is_empty(),
             "in-order acknowledgements keep nothing"
         );
-        owed.done(1 << 40, log.next(), 3);
+        ack(&mut owed, &log, 1 << 40, 3);
         assert!(owed.acked.is_empty(), "a number never logged is ignored");
+    }
+
+    /// Another server's broadcast can arrive with a lower number than one
+    /// logged before a session began: it came after, so it is owed.
+    #[test]
+    fn a_lower_number_arriving_after_a_session_began_is_owed_to_it() {
+        let mut log = Log::new(10);
+        log.insert(50, 9, b(50));
+        let owed = Owed::new(log.floor_for_new_session());
+        log.insert(20, 8, b(20));
+        assert_eq!(packets(log.owed(&owed, 7)), vec![b(20)]);
+        assert_eq!(log.insert(20, 8, b(20)), None, "the same broadcast twice");
+        assert_eq!(packets(log.owed(&owed, 7)), vec![b(20)]);
     }
 
     proptest! {
         /// Owes exactly what a per-session queue of the last `keep`
-        /// broadcasts, minus acknowledgements, would hold, and keeps at
-        /// most `keep` numbers.
+        /// broadcasts to arrive, minus acknowledgements, would hold, in
+        /// arrival order whatever the numbers, and keeps at most `keep`
+        /// positions.
         #[test]
         fn matches_a_queue_per_session(
             keep in 1usize..20,
@@ -214,29 +266,27 @@ mod tests {
             let me = 0;
             let mut log = Log::new(keep);
             let mut owed = Owed::new(0);
-            let mut kept: BTreeMap<u64, (u64, Bytes)> = BTreeMap::new();
+            let mut kept: std::collections::VecDeque<(u64, u64)> = Default::default();
             let mut acked = std::collections::BTreeSet::new();
             let mut ever = std::collections::BTreeSet::new();
             for (insert, n, sender) in ops {
                 if insert {
                     if !ever.insert(n) { continue; }
-                    log.insert(n, sender, b(n));
-                    kept.insert(n, (sender, b(n)));
-                    while kept.len() > keep { kept.pop_first(); }
-                    if sender == me && owed.done(n, log.next, keep) {
-                        owed.tidy(&log);
+                    prop_assert!(log.insert(n, sender, b(n)).is_some());
+                    kept.push_back((n, sender));
+                    while kept.len() > keep { kept.pop_front(); }
+                    if sender == me {
+                        ack(&mut owed, &log, n, keep);
                     }
-                } else if kept.contains_key(&n) {
+                } else if kept.iter().any(|(k, _)| *k == n) {
                     // A client acknowledges only what it was sent.
-                    if owed.done(n, log.next, keep) {
-                        owed.tidy(&log);
-                    }
+                    ack(&mut owed, &log, n, keep);
                     acked.insert(n);
                 }
                 let model: Vec<Bytes> = kept
                     .iter()
-                    .filter(|(n, (s, _))| *s != me && !acked.contains(*n))
-                    .map(|(_, (_, b))| b.clone())
+                    .filter(|(n, s)| *s != me && !acked.contains(n))
+                    .map(|(n, _)| b(*n))
                     .collect();
                 prop_assert_eq!(packets(log.owed(&owed, me)), model);
                 prop_assert!(owed.acked.len() <= keep + 1);

@@ -38,14 +38,21 @@ pub struct Config {
 
     /// PostgreSQL database holding the server's state instead of SQLite in
     /// --data-dir, as a URL (`postgres://USER@HOST:PORT/DB`) or a
-    /// `key=value` string; needs --files-dir. The schema is created on
-    /// start. Run one server per database for now: several may share it
-    /// without losing or mixing up data, but live delivery between them
-    /// (the NATS bus, `--nats`), one session per name across them and
-    /// leases are not written yet, so a message to a user signed in on
-    /// another server waits until that user signs in again.
+    /// `key=value` string; needs --files-dir and --nats. The schema is
+    /// created on start. Several servers may share the database (and
+    /// NATS): direct messages and broadcasts reach users on any of them.
+    /// One session per name across servers, resuming a session on another
+    /// server, and leases are not written yet.
     #[arg(long, env = "CHAT_POSTGRES")]
     pub postgres: Option<String>,
+
+    /// NATS server that carries live deliveries between the servers on
+    /// one PostgreSQL database (`nats://HOST:PORT`); needed with
+    /// --postgres, refused without it. Core publish/subscribe only, no
+    /// JetStream: NATS wakes a server up, the database holds the messages,
+    /// and what NATS loses while it is away is read again from there.
+    #[arg(long, env = "CHAT_NATS")]
+    pub nats: Option<String>,
 
     /// Directory of file bodies when the state is in PostgreSQL (needed
     /// with --postgres), shared by every server on that database. Nothing
@@ -290,6 +297,7 @@ impl Config {
             tls: None,
             data_dir: data_dir.into(),
             postgres: None,
+            nats: None,
             files_dir: None,
             lease: 6.0,
             session_timeout: 30.0,

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 
 use crate::accounts::Accounts;
 use crate::blobs::Blobs;
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::disk::Disk;
 use crate::hub::{Hub, Session};
@@ -23,7 +24,9 @@ pub(crate) struct Context {
     pub(crate) config: Config,
     pub(crate) store: Store,
     pub(crate) blobs: Blobs,
-    pub(crate) hub: Hub,
+    pub(crate) hub: Arc<Hub>,
+    /// Live delivery, in this process or through NATS to the others.
+    pub(crate) bus: Bus,
     /// Bytes of files stored or reserved, for the whole server and per user.
     pub(crate) quota: Arc<Quota>,
     /// One permit per transfer holding a file open.
@@ -60,11 +63,14 @@ impl Context {
     /// dropped (uploads discarded, quota returned, files closed) and its
     /// connection, if any, is closed with `why`.
     pub(crate) fn end_session(&self, session: &Arc<Session>, code: ErrorCode, why: String) {
-        let conn = {
+        let (conn, was_ended) = {
             let mut st = session.state();
-            st.ended = true;
-            session.set_conn(&mut st, None)
+            let was_ended = std::mem::replace(&mut st.ended, true);
+            (session.set_conn(&mut st, None), was_ended)
         };
+        if !was_ended {
+            self.bus.unlisten(session.user);
+        }
         session.transfers.clear();
         session.acked.notify_waiters();
         if let Some(conn) = conn {

@@ -2,8 +2,8 @@
 //!
 //! The hub knows which sessions exist, which connection each one is on,
 //! and pushes messages to them. It is in memory and local to one server
-//! process: a multi-server deployment replaces it with one that publishes
-//! deliveries on a message bus; its callers see only these methods.
+//! process; deliveries to other processes go through the bus
+//! ([`crate::bus`]), which hands what arrives from them to the hub here.
 //!
 //! Locks: the hub's lock is never held while a session's is taken. What
 //! the hub asks of a session under its own lock (is it on a connection,
@@ -173,8 +173,6 @@ pub(crate) struct Hub {
     sessions: Mutex<Sessions>,
     log: Mutex<Log>,
     gate: RwLock<()>,
-    /// One past the highest broadcast number logged.
-    next: AtomicU64,
     keep: usize,
 }
 
@@ -189,7 +187,6 @@ impl Hub {
             sessions: Mutex::new(Sessions::default()),
             log: Mutex::new(Log::new(keep)),
             gate: RwLock::new(()),
-            next: AtomicU64::new(0),
             keep,
         }
     }
@@ -269,10 +266,18 @@ impl Hub {
         Finish::Done(held, extra)
     }
 
-    /// `session`'s client acknowledged broadcast `delivery`.
+    /// `session`'s client acknowledged broadcast `delivery`. The session
+    /// keeps positions in the log, not numbers (see [`Log`]): the log is
+    /// asked for the position, and let go before the session is locked.
     pub(crate) fn ack_broadcast(&self, session: &Session, delivery: u64) {
-        let next = self.next.load(Ordering::Acquire);
-        if session.state().owed.done(delivery, next, self.keep) {
+        let (position, first, next) = {
+            let log = self.log();
+            (log.position(delivery), log.first(), log.next())
+        };
+        let Some(position) = position else {
+            return;
+        };
+        if session.state().owed.done(position, first, next, self.keep) {
             let log = self.log();
             session.state().owed.tidy(&log);
         }
@@ -336,34 +341,80 @@ impl Hub {
         }
     }
 
+    /// [`Hub::deliver`] if `user`'s session here is on a connection;
+    /// false (and nothing done) otherwise, for the bus to carry it to the
+    /// process that has the user.
+    pub(crate) fn deliver_if_attached(&self, user: u64, delivery: u64, bytes: Bytes) -> bool {
+        let session = self
+            .lock()
+            .by_user
+            .get(&user)
+            .filter(|s| s.is_attached())
+            .cloned();
+        match session {
+            Some(session) => {
+                session.push_direct(delivery, bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Logs broadcasts of `sender`, as (delivery number, encoded packet) in
     /// order, for redelivery, and pushes them to every session on a
     /// connection but the sender's. Several at once reach each connection
     /// in one write; a session whose client is away costs nothing here.
     pub(crate) fn broadcast(&self, sender: &Session, batch: &[(u64, Bytes)]) {
+        self.fan_out(sender.user, Some(sender), batch);
+    }
+
+    /// [`Hub::broadcast`] of broadcasts that `sender` sent through another
+    /// process: they reach every session here but `sender`'s own. A
+    /// number logged already (the bus repeated it) is not sent again.
+    pub(crate) fn broadcast_from_afar(&self, sender: u64, batch: &[(u64, Bytes)]) {
+        self.fan_out(sender, None, batch);
+    }
+
+    fn fan_out(&self, user: u64, sender: Option<&Session>, batch: &[(u64, Bytes)]) {
         let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let next = {
+        let (positions, first, next) = {
             let mut log = self.log();
-            for (delivery, bytes) in batch {
-                log.insert(*delivery, sender.user, bytes.clone());
-            }
-            self.next.store(log.next(), Ordering::Release);
-            log.next()
-        };
-        let tidy = {
-            let mut st = sender.state();
-            batch
+            let positions: Vec<Option<u64>> = batch
                 .iter()
-                .fold(false, |t, (n, _)| st.owed.done(*n, next, self.keep) | t)
+                .map(|(delivery, bytes)| log.insert(*delivery, user, bytes.clone()))
+                .collect();
+            (positions, log.first(), log.next())
         };
-        if tidy {
-            let log = self.log();
-            sender.state().owed.tidy(&log);
+        if let Some(sender) = sender {
+            let tidy = {
+                let mut st = sender.state();
+                positions
+                    .iter()
+                    .flatten()
+                    .fold(false, |t, at| st.owed.done(*at, first, next, self.keep) | t)
+            };
+            if tidy {
+                let log = self.log();
+                sender.state().owed.tidy(&log);
+            }
+        }
+        let batch: Vec<&(u64, Bytes)> = batch
+            .iter()
+            .zip(&positions)
+            .filter(|(_, at)| at.is_some())
+            .map(|(b, _)| b)
+            .collect();
+        if batch.is_empty() {
+            return;
         }
         let sessions: Vec<Arc<Session>> = self.lock().by_id.values().cloned().collect();
         let frames: Vec<Bytes> = batch.iter().map(|(_, b)| b.clone()).collect();
         let mut sent = 0;
-        for session in sessions.iter().filter(|s| s.id != sender.id) {
+        let others = sessions.iter().filter(|s| match sender {
+            Some(sender) => s.id != sender.id,
+            None => s.user != user,
+        });
+        for session in others {
             if !session.is_attached() {
                 continue;
             }
@@ -371,7 +422,7 @@ impl Hub {
             // A session being redelivered holds these for after its stored
             // mailbox, in order.
             if st.redelivery.is_running() {
-                for (n, bytes) in batch {
+                for (n, bytes) in &batch {
                     st.redelivery.live_broadcast(*n, bytes.clone());
                 }
                 continue;
@@ -438,6 +489,36 @@ mod tests {
 
     fn outbox() -> Outbox {
         Outbox::new(1 << 20, Budget::new(1 << 30)).0
+    }
+
+    /// What another server's broadcast does here: it reaches everyone but
+    /// the sender's user, once however often the bus repeats it, and is
+    /// owed by its position, not its number.
+    #[test]
+    fn a_broadcast_from_afar_reaches_all_but_its_sender_once() {
+        let hub = Hub::new(10);
+        let sender = session(&hub, 1, 100);
+        let receiver = session(&hub, 2, 200);
+        for s in [&sender, &receiver] {
+            let (_, owed) = hub.attach(s, outbox()).unwrap();
+            let out = s.state().conn.clone().unwrap();
+            assert!(matches!(
+                hub.finish_redelivery(s, &out, &owed),
+                Finish::Done(..)
+            ));
+        }
+        let high = (BROADCAST_BIT | 50, Bytes::from_static(b"late"));
+        hub.broadcast(&sender, std::slice::from_ref(&high));
+        let low = (BROADCAST_BIT | 7, Bytes::from_static(b"from afar"));
+        hub.broadcast_from_afar(100, std::slice::from_ref(&low));
+        hub.broadcast_from_afar(100, std::slice::from_ref(&low));
+        // The receiver owes both, in arrival order, each once; the sender
+        // neither.
+        let owed = |s: &Session| hub.log().owed(&s.state().owed, s.user);
+        assert_eq!(owed(&receiver), vec![high.clone(), low.clone()]);
+        assert!(owed(&sender).is_empty());
+        hub.ack_broadcast(&receiver, low.0);
+        assert_eq!(owed(&receiver), vec![high]);
     }
 
     #[test]

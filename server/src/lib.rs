@@ -8,7 +8,8 @@
 //! - `connection`: one client connection: read, decode, dispatch; the writer task.
 //! - `outbox`: the bounded queue of bytes for one connection (slow readers are cut off).
 //! - `handlers/`: one file per concept: session, users, messages, files.
-//! - `hub`: live sessions: registry, presence and live delivery (the seam for a multi-server bus).
+//! - `hub`: live sessions: registry, presence and live delivery in this process.
+//! - `bus`: live delivery between processes: local (one process) or NATS.
 //! - `redelivery`: a mailbox sent page by page, paced by the client's acknowledgements.
 //! - `transfers/`: uploads and downloads, each owning its file, chunk set,
 //!   buffers and quota reservation (`quota`).
@@ -31,6 +32,7 @@ pub mod accounts;
 pub mod backup;
 mod blobs;
 mod broadcasts;
+mod bus;
 pub mod config;
 mod connection;
 mod context;

@@ -40,6 +40,17 @@ pub mod names {
     pub const STORE_FAILED: &str = "chat_store_batches_failed_total";
     /// Gauge: direct messages stored and not yet acknowledged, all mailboxes.
     pub const MAILBOX_MESSAGES: &str = "chat_mailbox_messages";
+    /// Counter: publications queued for the NATS bus, by `kind`: `direct`
+    /// (a direct message for a user attached to another server),
+    /// `broadcast` (one NATS message per batch), `catch_up` (a request that
+    /// the other servers read their mailboxes again).
+    pub const BUS_PUBLISHED: &str = "chat_bus_published_total";
+    /// Counter: publications dropped because NATS was away and the queue
+    /// full, by `kind` (the other servers are then asked to catch up).
+    pub const BUS_DROPPED: &str = "chat_bus_dropped_total";
+    /// Counter: catch-ups: passes reading the mailboxes of attached users
+    /// again, after a NATS reconnection, an overflow, or a peer's request.
+    pub const BUS_CATCH_UPS: &str = "chat_bus_catch_ups_total";
     /// Gauge: uploads and downloads open.
     pub const TRANSFERS: &str = "chat_transfers";
     /// Counter: file bytes moved, by `direction` (up, down).
@@ -164,6 +175,15 @@ fn describe() {
     describe_gauge!(
         MAILBOX_MESSAGES,
         "direct messages stored and not yet acknowledged"
+    );
+    describe_counter!(BUS_PUBLISHED, "publications queued for NATS, by kind");
+    describe_counter!(
+        BUS_DROPPED,
+        "publications dropped while NATS was away, by kind"
+    );
+    describe_counter!(
+        BUS_CATCH_UPS,
+        "mailbox catch-ups after the bus may have lost messages"
     );
     describe_gauge!(TRANSFERS, "uploads and downloads open");
     describe_counter!(FILE_BYTES, Unit::Bytes, "file bytes moved, by direction");

@@ -142,6 +142,23 @@ impl Redelivery {
         }
     }
 
+    /// The bus may have lost live direct messages: true if a redelivery
+    /// must start to read the stored mailbox again (live messages are held
+    /// meanwhile); false if one is running already, which now reads the
+    /// rest of the store before it ends.
+    pub(crate) fn catch_up(&mut self) -> bool {
+        match &mut self.running {
+            Some(r) => {
+                r.missed = true;
+                false
+            }
+            None => {
+                self.running = Some(Box::default());
+                true
+            }
+        }
+    }
+
     /// Stored message `delivery` is about to be sent: false when it is
     /// held (it goes out later, in arrival order), else it is recorded.
     pub(crate) fn take_stored(&mut self, delivery: u64) -> bool {
@@ -241,16 +258,40 @@ pub(crate) async fn begin(
     start(ctx.clone(), session, out.clone(), owed);
 }
 
+/// Sends `session` again what its stored mailbox holds, if it is on a
+/// connection, because the bus may have lost live messages to it (see
+/// [`crate::bus`]). What it already has comes again, and the client core
+/// drops it; the mailbox is read as a redelivery is, paced by the client's
+/// acknowledgements, with live messages held meanwhile. True if the
+/// session is on a connection.
+pub(crate) fn catch_up(ctx: &Arc<Context>, session: Arc<Session>) -> bool {
+    let out = {
+        let mut st = session.state();
+        let Some(out) = st.conn.clone() else {
+            return false;
+        };
+        if !st.redelivery.catch_up() {
+            return true;
+        }
+        out
+    };
+    start(ctx.clone(), session, out, Vec::new());
+    true
+}
+
 /// Starts redelivering to `out`, the connection `session` has just moved
 /// to; `owed` are the broadcasts it was owed at that moment.
 ///
 /// The stored mailbox is sent up to the last direct message committed
 /// when the session attached (read right after, so before any message
 /// that can have missed being held): later ones arrive live and are held,
-/// and go out after it, in the order they arrived.
+/// and go out after it, in the order they arrived. With several servers
+/// on one database, the last number any of them has taken
+/// ([`crate::store::Store::delivery_horizon`]).
 fn start(ctx: Arc<Context>, session: Arc<Session>, out: Outbox, owed: Vec<(u64, Bytes)>) {
-    let mut upto = ctx.store.last_delivery();
+    let local = ctx.store.last_delivery();
     tokio::spawn(async move {
+        let mut upto = ctx.store.delivery_horizon(local).await;
         let mut after = 0;
         let finished = loop {
             // A failed read (a batch that failed for someone else's
@@ -420,6 +461,20 @@ mod tests {
         let (held, overflowed) = r.finish().unwrap();
         assert_eq!(held.len(), HELD_CAP);
         assert!(overflowed);
+    }
+
+    #[test]
+    fn a_catch_up_starts_a_read_or_makes_a_running_one_read_again() {
+        let mut r = Redelivery::started();
+        assert!(!r.catch_up(), "one runs already");
+        assert!(r.finish().is_none(), "it reads the store again first");
+        assert!(r.finish().is_some());
+        assert!(!r.is_running());
+        assert!(r.catch_up(), "none runs: one starts");
+        assert!(r.is_running());
+        assert_eq!(r.live_direct(9, b(9)), None, "held while it reads");
+        let (held, _) = r.finish().unwrap();
+        assert_eq!(held.len(), 1);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::accounts::guesses::{GuessLimits, Guesses};
 use crate::accounts::hasher::Hasher;
 use crate::accounts::Accounts;
 use crate::blobs::Blobs;
+use crate::bus::nats::NatsBus;
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::config::TlsFiles;
 use crate::connection;
@@ -61,6 +63,9 @@ pub enum StartError {
     /// The settings contradict each other.
     #[error("{0}")]
     Settings(String),
+    /// The bus to the other servers (NATS) could not be reached.
+    #[error("{0}")]
+    Bus(String),
     /// The password hash's parameters are out of range.
     #[error("{0}")]
     Hash(#[from] crate::accounts::hasher::HashError),
@@ -291,6 +296,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         queue: config.store_queue,
     };
     let full_sync = config.sync == "full";
+    if config.nats.is_some() && config.postgres.is_none() {
+        return Err(StartError::Settings(
+            "--nats needs --postgres (CHAT_POSTGRES): one server on SQLite has no other to reach"
+                .into(),
+        ));
+    }
     let (store, recovered, writer, blobs, lock, disk_dir) = match &config.postgres {
         None => {
             std::fs::create_dir_all(&config.data_dir)
@@ -318,6 +329,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                         .into(),
                 ));
             };
+            if config.nats.is_none() {
+                return Err(StartError::Settings(
+                    "--postgres needs --nats (CHAT_NATS): the NATS server that carries live \
+                     deliveries between the servers on the database"
+                        .into(),
+                ));
+            }
             // No lock on a data directory: the database's sequences and
             // row locks keep several servers' numbers apart.
             let (store, recovered, task) =
@@ -368,6 +386,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             max_delay: config.max_guess_delay(),
         }),
     );
+    let hub = Arc::new(Hub::new(config.max_pending_broadcasts));
+    let bus = match &config.nats {
+        None => Bus::Local(hub.clone()),
+        Some(url) => Bus::Nats(
+            NatsBus::connect(url, hub.clone())
+                .await
+                .map_err(|e| StartError::Bus(e.to_string()))?,
+        ),
+    };
     let ctx = Arc::new(Context {
         accounts,
         quota: Quota::new(
@@ -380,7 +407,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         budget: Budget::new(config.max_total_queued_bytes),
         peers: PeerLimits::new(config.peer_limits()),
         disk: Disk::new(disk_dir, config.min_free_disk),
-        hub: Hub::new(config.max_pending_broadcasts),
+        hub,
+        bus,
         lease: node.as_ref().map(|(lease, _)| lease.clone()),
         config,
         store,
@@ -426,6 +454,9 @@ async fn run(
     if let (Some(lease), Some(db)) = (ctx.lease.clone(), node_lease) {
         let length = ctx.config.lease();
         tracker.spawn(crate::lease::keep(lease, db, length, shutdown.clone()));
+    }
+    if let Bus::Nats(bus) = &ctx.bus {
+        tracker.spawn(bus.clone().run_catch_ups(ctx.clone(), shutdown.clone()));
     }
     let mut backoff = Duration::from_millis(10);
     loop {

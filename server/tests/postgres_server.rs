@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::{patience, pattern, Peer, TestServer};
 use futures_util::{SinkExt, StreamExt};
@@ -18,11 +19,13 @@ use proto::Packet;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-async fn server_on(pg: &PgServer, files: &Path) -> TestServer {
+async fn server_on(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
     let url = pg.url();
+    let nats = nats.url();
     let files = files.to_path_buf();
     TestServer::start_with(move |c| {
         c.postgres = Some(url);
+        c.nats = Some(nats);
         c.files_dir = Some(files);
     })
     .await
@@ -34,8 +37,9 @@ async fn server_on(pg: &PgServer, files: &Path) -> TestServer {
 #[tokio::test]
 async fn a_server_on_postgres_stores_messages_and_files_and_keeps_them() {
     let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let mut server = server_on(&pg, files.path()).await;
+    let mut server = server_on(&pg, &nats, files.path()).await;
     let mut alice = server.signed_in("alice").await;
     let mut bob = server.signed_in("bob").await;
     let mut carol = server.signed_in("carol").await;
@@ -92,11 +96,28 @@ async fn postgres_without_a_files_dir_is_refused_at_start() {
     assert!(err.to_string().contains("--files-dir"), "{err}");
 }
 
+/// `--postgres` without `--nats` is refused at start, saying why, and so
+/// is `--nats` without `--postgres`.
+#[tokio::test]
+async fn postgres_without_nats_and_nats_without_postgres_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    config.postgres = Some("postgres://chat@127.0.0.1:1/postgres".into());
+    config.files_dir = Some(dir.path().to_path_buf());
+    let err = server::start(config.clone()).await.expect_err("refused");
+    assert!(err.to_string().contains("--nats"), "{err}");
+    config.postgres = None;
+    config.nats = Some("nats://127.0.0.1:1".into());
+    let err = server::start(config).await.expect_err("refused");
+    assert!(err.to_string().contains("--postgres"), "{err}");
+}
+
 /// The real `chat-server` binary on `pg`, on a free loopback port, with
 /// its address as it printed it. Killed when dropped. Its working
 /// directory is `cwd`, so a stray `./data` would be seen.
 async fn spawn_on_postgres(
     pg: &PgServer,
+    nats: &NatsServer,
     files: &Path,
     cwd: &Path,
     flags: &[&str],
@@ -107,6 +128,8 @@ async fn spawn_on_postgres(
             "127.0.0.1:0",
             "--postgres",
             &pg.url(),
+            "--nats",
+            &nats.url(),
             "--files-dir",
         ])
         .arg(files)
@@ -224,9 +247,10 @@ fn send_until_broken(peer: Peer, to: Vec<u64>, sent: Arc<Sent>) -> tokio::task::
 #[tokio::test]
 async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
     let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &[]).await;
+    let (mut child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &[]).await;
 
     let mut carol = Peer::connect(addr).await;
     carol.sign_in("carol").await;
@@ -276,7 +300,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         .map(|(_, _, s)| s.answered.lock().unwrap().len())
         .sum();
 
-    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &[]).await;
+    let (_child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &[]).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;
     assert_eq!(bob.user, bob_user);
@@ -378,10 +402,11 @@ async fn metric_once(addr: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 
 }
 
 /// The store's metrics (batch sizes, commit latency, mailbox depth) are
-/// recorded on PostgreSQL as on SQLite.
+/// recorded on PostgreSQL as on SQLite, and the bus's publications.
 #[tokio::test]
 async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
     let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
@@ -389,7 +414,7 @@ async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
         .unwrap()
         .to_string();
     let flags = ["--metrics-listen", metrics.as_str()];
-    let (_child, addr) = spawn_on_postgres(&pg, files.path(), cwd.path(), &flags).await;
+    let (_child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &flags).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;
     let bob_user = bob.user;
@@ -400,6 +425,12 @@ async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
         alice.message(bob_user, n, "hello").await;
     }
     metric_once(&metrics, "chat_mailbox_messages", |v| v == 3.0).await;
+    // Bob is not on a connection here: each is published for the server
+    // that may have him.
+    metric_once(&metrics, "chat_bus_published_total{kind=\"direct\"}", |v| {
+        v == 3.0
+    })
+    .await;
     metric_once(&metrics, "chat_store_batch_size_count", |v| v >= 1.0).await;
     metric_once(&metrics, "chat_store_commit_seconds_count", |v| v >= 1.0).await;
 }

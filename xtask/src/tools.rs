@@ -160,15 +160,18 @@ impl Tools {
     }
 
     /// Debian's packages for the tests: PostgreSQL for the PostgreSQL
-    /// engine's tests, Chromium and its driver for the browser tests, nginx and Caddy for the reverse-proxy tests, and
-    /// systemd's tools for the check of the package's units (a container
-    /// may lack them).
+    /// engine's tests, nats-server for the bus between servers, Chromium
+    /// and its driver for the browser tests, nginx and Caddy for the
+    /// reverse-proxy tests, and systemd's tools for the check of the
+    /// package's units (a container may lack them).
     fn debian_packages(&self) -> Result<()> {
-        const WANTED: [(&str, &str); 7] = [
+        const WANTED: [(&str, &str); 8] = [
             ("/usr/bin/chromium", "chromium"),
             ("/usr/bin/chromedriver", "chromium-driver"),
             ("/usr/sbin/nginx", "nginx"),
             ("/usr/bin/caddy", "caddy"),
+            // The multi-node tests start their own (server/tests/common/nats.rs).
+            ("/usr/sbin/nats-server", "nats-server"),
             ("/usr/bin/systemd-analyze", "systemd"),
             ("/usr/bin/systemd-sysusers", "systemd"),
             ("/usr/bin/systemd-tmpfiles", "systemd"),

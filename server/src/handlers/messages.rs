@@ -114,7 +114,7 @@ impl Pipeline {
 fn fan_out_broadcasts(conn: &Connection, session: &Session, batch: &mut Vec<(u64, Bytes)>) {
     if !batch.is_empty() {
         let ctx = &conn.ctx;
-        ctx.hub.broadcast(session, batch);
+        ctx.bus.broadcast(session, batch);
         batch.clear();
     }
 }
@@ -179,7 +179,7 @@ fn finish_direct(
                 conn.flush();
             }
             if let Some(bytes) = encode(&incoming) {
-                conn.ctx.hub.deliver(to, delivery, bytes);
+                conn.ctx.bus.deliver(to, delivery, bytes);
             }
         }
         Ok(Stored::Duplicate) => conn.reply(Packet::MessageResponse { message }),

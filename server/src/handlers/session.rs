@@ -100,9 +100,10 @@ pub(super) async fn open_session(conn: &mut Connection, t: u16, name: String, us
             return;
         }
         Ok(Some(replaced)) => {
+            ctx.bus.listen(user).await;
             ctx.end_session(&replaced, ErrorCode::SessionMoved, "signed in anew".into());
         }
-        Ok(None) => {}
+        Ok(None) => ctx.bus.listen(user).await,
     }
     tracing::info!(user, %name, "signed in");
     // Looked at before the cookie goes out, so that the client, once it has

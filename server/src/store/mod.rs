@@ -443,6 +443,26 @@ impl Store {
         self.committed.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The delivery number up to which a mailbox read now must go to find
+    /// every direct message committed before it; `local` is
+    /// [`Store::last_delivery`] taken earlier. With SQLite one process
+    /// numbers every message, so that is `local`. With PostgreSQL other
+    /// processes number messages too: the delivery sequence's last value
+    /// (a number taken later is committed later), or, if it cannot be
+    /// read, no bound at all.
+    pub async fn delivery_horizon(&self, local: u64) -> u64 {
+        match &self.reads {
+            Reads::Sqlite(_) => local,
+            Reads::Postgres(p) => match postgres::reads::delivery_horizon(p).await {
+                Ok(n) => n.max(local),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the delivery sequence");
+                    u64::MAX
+                }
+            },
+        }
+    }
+
     /// Waits until every request queued before this one is committed, so
     /// that a read afterwards sees them (reads use their own connection).
     pub async fn barrier(&self) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+pub mod nats;
 pub mod postgres;
 
 /// How long a test waits for an event before failing; raise it on a slow
@@ -118,7 +119,10 @@ impl Peer {
     }
 
     pub async fn send(&mut self, p: Packet) {
-        self.framed.send(p).await.unwrap();
+        tokio::time::timeout(patience(), self.framed.send(p))
+            .await
+            .unwrap_or_else(|_| panic!("could not send within {:?}", patience()))
+            .unwrap();
     }
 
     /// Sends raw bytes, for malformed input.

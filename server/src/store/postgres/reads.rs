@@ -27,6 +27,18 @@ pub(in crate::store) async fn user_name(
     row.map(|r| r.try_get(0).map_err(db)).transpose()
 }
 
+/// The highest delivery number any process has taken from the sequence
+/// (committed or not): a direct message numbered above it is committed
+/// after this read.
+pub(in crate::store) async fn delivery_horizon(pool: &Pool) -> Result<u64, StoreError> {
+    let c = client(pool).await?;
+    let row = c
+        .query_one("SELECT last_value FROM delivery_numbers", &[])
+        .await
+        .map_err(db)?;
+    Ok(row.try_get::<_, i64>(0).map_err(db)?.max(0) as u64)
+}
+
 pub(in crate::store) async fn queued_page(
     pool: &Pool,
     user: u64,

@@ -1,0 +1,258 @@
+//! Two servers on one PostgreSQL and one NATS behave as one for live
+//! delivery: a direct message reaches a user attached to the other server
+//! at once, a broadcast reaches every server's users, and what NATS loses
+//! while it is down is caught up from PostgreSQL.
+//!
+//! Real `postgres` and `nats-server` processes, each test its own; the
+//! servers are in this process, each with its own hub, store connections
+//! and NATS connection, as two processes would have, except the one that
+//! is killed with SIGKILL, which is the `chat-server` binary.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::nats::NatsServer;
+use common::postgres::PgServer;
+use common::{patience, Peer, TestServer};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use proto::limits::BROADCAST_BIT;
+use proto::Packet;
+use tokio::io::AsyncBufReadExt;
+
+async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
+    let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
+    let start = TestServer::start_with(move |c| {
+        c.postgres = Some(url);
+        c.nats = Some(nats);
+        c.files_dir = Some(files);
+    });
+    tokio::time::timeout(patience(), start)
+        .await
+        .expect("a server starts in time")
+}
+
+/// An incoming message: (from, delivery number, body).
+type Incoming = (u64, u64, Bytes);
+
+/// Sends a broadcast and waits for its answer; returns what came in
+/// meanwhile.
+async fn broadcast(peer: &mut Peer, message: u64, body: &'static str) -> Vec<Incoming> {
+    let session = peer.session;
+    peer.send(Packet::BroadcastRequest {
+        session,
+        message,
+        body: Bytes::from_static(body.as_bytes()),
+    })
+    .await;
+    let mut seen = Vec::new();
+    loop {
+        match peer.recv().await {
+            Packet::BroadcastResponse { message: m } if m == message => return seen,
+            Packet::IncomingMessage {
+                from,
+                message,
+                body,
+            } => seen.push((from, message, body)),
+            p => panic!("expected the broadcast's answer, got {p:?}"),
+        }
+    }
+}
+
+/// The next packet is not an incoming message: what `peer` was sent
+/// before this call has all been read (the USERS answer comes after it).
+async fn nothing_more_incoming(peer: &mut Peer) {
+    let session = peer.session;
+    peer.send(Packet::UsersRequest { session }).await;
+    match peer.recv().await {
+        Packet::UsersResponse { .. } => {}
+        p => panic!("expected nothing before the users list, got {p:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_direct_message_reaches_a_user_on_the_other_server_at_once() {
+    let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let a = node(&pg, &nats, files.path()).await;
+    let b = node(&pg, &nats, files.path()).await;
+    let mut alice = a.signed_in("alice").await;
+    let mut bob = b.signed_in("bob").await;
+
+    alice.message(bob.user, 1, "hello from a").await;
+    let (from, delivery, body) = bob.incoming().await;
+    assert_eq!((from, &body[..]), (alice.user, &b"hello from a"[..]));
+    assert_eq!(delivery & BROADCAST_BIT, 0);
+    bob.ack(delivery).await;
+
+    // And back, and a resend is not delivered twice.
+    bob.message(alice.user, 7, "hello from b").await;
+    bob.message(alice.user, 7, "hello from b").await;
+    bob.message(alice.user, 8, "and again").await;
+    let (from, _, body) = alice.incoming().await;
+    assert_eq!((from, &body[..]), (bob.user, &b"hello from b"[..]));
+    let (_, _, body) = alice.incoming().await;
+    assert_eq!(&body[..], b"and again");
+    nothing_more_incoming(&mut alice).await;
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_users_on_every_server_but_the_sender() {
+    let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let a = node(&pg, &nats, files.path()).await;
+    let b = node(&pg, &nats, files.path()).await;
+    let mut alice = a.signed_in("alice").await;
+    let mut carol = a.signed_in("carol").await;
+    let mut bob = b.signed_in("bob").await;
+    let mut dave = b.signed_in("dave").await;
+
+    let mut to_alice = broadcast(&mut alice, 1, "from a").await;
+    let mut to_bob = broadcast(&mut bob, 1, "from b").await;
+    for p in [&mut carol, &mut dave] {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (from, n, body) = p.incoming().await;
+            assert_ne!(n & BROADCAST_BIT, 0);
+            got.push((from, body));
+            p.ack(n).await;
+        }
+        got.sort();
+        let mut want = vec![
+            (alice.user, Bytes::from_static(b"from a")),
+            (bob.user, Bytes::from_static(b"from b")),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+    // Each sender got the other's, not its own.
+    if to_alice.is_empty() {
+        to_alice.push(alice.incoming().await);
+    }
+    let [(from, n, body)] = &to_alice[..] else {
+        panic!("one broadcast for alice: {to_alice:?}");
+    };
+    assert_eq!((*from, &body[..]), (bob.user, &b"from b"[..]));
+    alice.ack(*n).await;
+    if to_bob.is_empty() {
+        to_bob.push(bob.incoming().await);
+    }
+    let [(from, n, body)] = &to_bob[..] else {
+        panic!("one broadcast for bob: {to_bob:?}");
+    };
+    assert_eq!((*from, &body[..]), (alice.user, &b"from a"[..]));
+    let n = *n;
+    // Bob leaves without acknowledging it and resumes: it is owed again,
+    // though it came from the other server.
+    let (session, user) = (bob.session, bob.user);
+    drop(bob);
+    let mut bob = b.peer().await;
+    (bob.session, bob.user) = (session, user);
+    bob.send(Packet::SessionPreserve { session }).await;
+    assert!(matches!(bob.recv().await, Packet::SessionCookie { .. }));
+    let (from, again, body) = bob.incoming().await;
+    assert_eq!((from, again, &body[..]), (alice.user, n, &b"from a"[..]));
+    for p in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        nothing_more_incoming(p).await;
+    }
+}
+
+/// The real `chat-server` binary as a node on `pg` and `nats`, on a free
+/// loopback port, with the address it printed. Killed when dropped.
+async fn spawn_node(
+    pg: &PgServer,
+    nats: &NatsServer,
+    files: &Path,
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", "127.0.0.1:0", "--postgres", &pg.url()])
+        .args(["--nats", &nats.url(), "--files-dir"])
+        .arg(files)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(patience(), lines.next_line())
+        .await
+        .expect("the server says where it listens in time")
+        .unwrap()
+        .expect("the server started");
+    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+/// The Prometheus recorder of this test process, installed once.
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder")
+    })
+}
+
+/// A sample's value now (0 if not recorded yet), e.g.
+/// `chat_bus_catch_ups_total`.
+fn sample(series: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// NATS is killed, a direct message is sent meanwhile and its sender's
+/// server killed (kill -9: the publication it held is surely gone), then
+/// NATS comes back: the recipient's server catches up from PostgreSQL.
+#[tokio::test]
+async fn a_message_sent_while_nats_was_down_is_caught_up_from_postgres() {
+    let pg = PgServer::start().await;
+    let mut nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    metrics();
+    let (mut a, a_addr) = spawn_node(&pg, &nats, files.path()).await;
+    let b = node(&pg, &nats, files.path()).await;
+    let mut alice = Peer::connect(a_addr).await;
+    alice.sign_in("alice").await;
+    let mut bob = b.signed_in("bob").await;
+    alice.message(bob.user, 1, "before").await;
+    let (_, first, _) = bob.incoming().await;
+    bob.ack(first).await;
+    nothing_more_incoming(&mut bob).await;
+    let catch_ups = sample("chat_bus_catch_ups_total");
+
+    nats.kill();
+    // Committed to PostgreSQL, so answered, though NATS is down.
+    alice.message(bob.user, 2, "while nats was down").await;
+    a.start_kill().unwrap();
+    tokio::time::timeout(patience(), a.wait())
+        .await
+        .expect("node a dies in time")
+        .unwrap();
+    nats.start_again().await;
+
+    let (from, delivery, body) = bob.incoming().await;
+    assert_eq!((from, &body[..]), (alice.user, &b"while nats was down"[..]));
+    assert!(delivery > first);
+    bob.ack(delivery).await;
+    assert!(sample("chat_bus_catch_ups_total") > catch_ups);
+    nothing_more_incoming(&mut bob).await;
+
+    // The bus works again: a new node's user reaches bob at once.
+    let (_a, a_addr) = spawn_node(&pg, &nats, files.path()).await;
+    let mut carol = Peer::connect(a_addr).await;
+    carol.sign_in("carol").await;
+    let started = tokio::time::Instant::now();
+    carol.message(bob.user, 1, "after").await;
+    let (_, _, body) = bob.incoming().await;
+    assert_eq!(&body[..], b"after");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -1,0 +1,113 @@
+//! A real NATS server for a test: `nats-server` on its own free loopback
+//! port, killed when the value is dropped, and startable again on the same
+//! port (a test of what a restart of NATS does).
+//!
+//! The program is `CHAT_NATS_SERVER` if set, else `nats-server` on PATH or
+//! in /usr/sbin (Debian's `nats-server` package, which `cargo xtask test`
+//! installs). Without it the test fails and says so, rather than passing
+//! unrun.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::patience;
+
+/// A running `nats-server`.
+pub struct NatsServer {
+    bin: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn program() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHAT_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "these tests need nats-server: none on PATH or in /usr/sbin. Install \
+                 Debian's `nats-server` package (`cargo xtask test` does), or set \
+                 CHAT_NATS_SERVER to the program."
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl NatsServer {
+    /// A new server on a free port, accepting connections on return.
+    pub async fn start() -> Self {
+        let mut nats = Self {
+            bin: program(),
+            port: free_port(),
+            child: None,
+        };
+        nats.start_again().await;
+        nats
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port after [`NatsServer::kill`].
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "nats-server runs already");
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        // Ready once it accepts a connection.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = tokio::time::Instant::now() + patience();
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("nats-server exited at start: {status}");
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not accept connections within {:?}",
+                patience()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Kills it (SIGKILL: connections drop at once) and waits for its end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
