@@ -17,11 +17,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{patience, Peer, TestServer};
+use common::{patience, spawn_node, Peer, TestServer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
-use tokio::io::AsyncBufReadExt;
 
 async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
     let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
@@ -162,33 +161,6 @@ async fn a_broadcast_reaches_users_on_every_server_but_the_sender() {
     }
 }
 
-/// The real `chat-server` binary as a node on `pg` and `nats`, on a free
-/// loopback port, with the address it printed. Killed when dropped.
-async fn spawn_node(
-    pg: &PgServer,
-    nats: &NatsServer,
-    files: &Path,
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--postgres", &pg.url()])
-        .args(["--nats", &nats.url(), "--files-dir"])
-        .arg(files)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(patience(), lines.next_line())
-        .await
-        .expect("the server says where it listens in time")
-        .unwrap()
-        .expect("the server started");
-    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-    (child, addr)
-}
-
 /// The Prometheus recorder of this test process, installed once.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -218,7 +190,7 @@ async fn a_message_sent_while_nats_was_down_is_caught_up_from_postgres() {
     let mut nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     metrics();
-    let (mut a, a_addr) = spawn_node(&pg, &nats, files.path()).await;
+    let (mut a, a_addr) = spawn_node(&pg, &nats, files.path(), &[]).await;
     let b = node(&pg, &nats, files.path()).await;
     let mut alice = Peer::connect(a_addr).await;
     alice.sign_in("alice").await;
@@ -247,7 +219,7 @@ async fn a_message_sent_while_nats_was_down_is_caught_up_from_postgres() {
     nothing_more_incoming(&mut bob).await;
 
     // The bus works again: a new node's user reaches bob at once.
-    let (_a, a_addr) = spawn_node(&pg, &nats, files.path()).await;
+    let (_a, a_addr) = spawn_node(&pg, &nats, files.path(), &[]).await;
     let mut carol = Peer::connect(a_addr).await;
     carol.sign_in("carol").await;
     let started = tokio::time::Instant::now();

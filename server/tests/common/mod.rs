@@ -359,10 +359,39 @@ pub async fn spawn_binary_with(
     dir: &std::path::Path,
     flags: &[&str],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), dir.into()];
+    args.extend(flags.iter().map(Into::into));
+    spawn_server(&args).await
+}
+
+/// The real `chat-server` binary as a node of a cluster on `pg` and
+/// `nats`, with file bodies in `files` and more `flags`.
+pub async fn spawn_node(
+    pg: &postgres::PgServer,
+    nats: &nats::NatsServer,
+    files: &std::path::Path,
+    flags: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--postgres".into(),
+        pg.url().into(),
+        "--nats".into(),
+        nats.url().into(),
+        "--files-dir".into(),
+        files.into(),
+    ];
+    args.extend(flags.iter().map(Into::into));
+    spawn_server(&args).await
+}
+
+/// Starts `chat-server --listen 127.0.0.1:0 ARGS` and reads the address it
+/// prints. Killed when dropped.
+async fn spawn_server(
+    args: &[std::ffi::OsString],
+) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(flags)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -372,9 +401,9 @@ pub async fn spawn_binary_with(
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let line = tokio::time::timeout(patience(), lines.next_line())
         .await
+        .expect("the server says where it listens in time")
         .unwrap()
-        .unwrap()
-        .unwrap();
+        .expect("the server started");
     let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
     (child, addr)
 }
