@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{patience, pattern, Peer, TestServer};
+use common::{patience, pattern, spawn_node_in, Peer, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 async fn server_on(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
@@ -110,45 +110,6 @@ async fn postgres_without_nats_and_nats_without_postgres_are_refused_at_start() 
     config.nats = Some("nats://127.0.0.1:1".into());
     let err = server::start(config).await.expect_err("refused");
     assert!(err.to_string().contains("--postgres"), "{err}");
-}
-
-/// The real `chat-server` binary on `pg`, on a free loopback port, with
-/// its address as it printed it. Killed when dropped. Its working
-/// directory is `cwd`, so a stray `./data` would be seen.
-async fn spawn_on_postgres(
-    pg: &PgServer,
-    nats: &NatsServer,
-    files: &Path,
-    cwd: &Path,
-    flags: &[&str],
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--postgres",
-            &pg.url(),
-            "--nats",
-            &nats.url(),
-            "--files-dir",
-        ])
-        .arg(files)
-        .args(flags)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(patience(), lines.next_line())
-        .await
-        .expect("the server says where it listens in time")
-        .unwrap()
-        .expect("the server started");
-    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-    (child, addr)
 }
 
 /// What a recipient has seen: (from, body) → the delivery numbers it came
@@ -250,7 +211,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &[]).await;
+    let (mut child, addr) = spawn_node_in(Some(cwd.path()), &pg, &nats, files.path(), &[]).await;
 
     let mut carol = Peer::connect(addr).await;
     carol.sign_in("carol").await;
@@ -300,7 +261,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         .map(|(_, _, s)| s.answered.lock().unwrap().len())
         .sum();
 
-    let (_child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &[]).await;
+    let (_child, addr) = spawn_node_in(Some(cwd.path()), &pg, &nats, files.path(), &[]).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;
     assert_eq!(bob.user, bob_user);
@@ -414,7 +375,7 @@ async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
         .unwrap()
         .to_string();
     let flags = ["--metrics-listen", metrics.as_str()];
-    let (_child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &flags).await;
+    let (_child, addr) = spawn_node_in(Some(cwd.path()), &pg, &nats, files.path(), &flags).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;
     let bob_user = bob.user;

@@ -361,12 +361,24 @@ pub async fn spawn_binary_with(
 ) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), dir.into()];
     args.extend(flags.iter().map(Into::into));
-    spawn_server(&args).await
+    spawn_server(&args, None).await
 }
 
 /// The real `chat-server` binary as a node of a cluster on `pg` and
 /// `nats`, with file bodies in `files` and more `flags`.
 pub async fn spawn_node(
+    pg: &postgres::PgServer,
+    nats: &nats::NatsServer,
+    files: &std::path::Path,
+    flags: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    spawn_node_in(None, pg, nats, files, flags).await
+}
+
+/// [`spawn_node`] in working directory `cwd` (so a stray `./data` would
+/// be seen there).
+pub async fn spawn_node_in(
+    cwd: Option<&std::path::Path>,
     pg: &postgres::PgServer,
     nats: &nats::NatsServer,
     files: &std::path::Path,
@@ -381,15 +393,20 @@ pub async fn spawn_node(
         files.into(),
     ];
     args.extend(flags.iter().map(Into::into));
-    spawn_server(&args).await
+    spawn_server(&args, cwd).await
 }
 
-/// Starts `chat-server --listen 127.0.0.1:0 ARGS` and reads the address it
-/// prints. Killed when dropped.
+/// Starts `chat-server --listen 127.0.0.1:0 ARGS` (in `cwd`, if given) and
+/// reads the address it prints. Killed when dropped.
 async fn spawn_server(
     args: &[std::ffi::OsString],
+    cwd: Option<&std::path::Path>,
 ) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "warn")
