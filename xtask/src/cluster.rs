@@ -42,6 +42,10 @@ pub(crate) fn cluster(args: &[String]) -> Result<()> {
         "server",
         "--package",
         "gateway",
+        // The client too, to talk to the nodes (and the same feature set
+        // as `chat bench`'s build, so one build serves both).
+        "--package",
+        "cli",
     ]))?;
     let bin = tools.root.join("target/release");
     if check {
@@ -49,7 +53,10 @@ pub(crate) fn cluster(args: &[String]) -> Result<()> {
     }
     let cluster = Cluster::start(&bin)?;
     cluster.print();
-    eprintln!("xtask: the cluster runs; Ctrl-C stops it");
+    eprintln!(
+        "xtask: the cluster runs; try `target/release/chat --server {} --name alice` (Ctrl-C stops it)",
+        cluster.nodes[0].addr
+    );
     cluster.wait_for_ctrl_c()
 }
 
@@ -268,9 +275,11 @@ impl Cluster {
             .build()?;
         let exited = runtime.block_on(async {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return None,
+                    _ = &mut ctrl_c => return None,
                     _ = tick.tick() => {
                         if let Some(name) = self.exited() {
                             return Some(name);
