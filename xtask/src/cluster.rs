@@ -54,8 +54,8 @@ pub(crate) fn cluster(args: &[String]) -> Result<()> {
     let cluster = Cluster::start(&bin)?;
     cluster.print();
     eprintln!(
-        "xtask: the cluster runs; try `target/release/chat --server {} --name alice` (Ctrl-C stops it)",
-        cluster.nodes[0].addr
+        "xtask: the cluster runs (Ctrl-C stops it); try\n  target/release/chat --server {} --name bob listen\n  target/release/chat --server {} --name alice send bob hello",
+        cluster.nodes[0].addr, cluster.nodes[1].addr
     );
     cluster.wait_for_ctrl_c()
 }
