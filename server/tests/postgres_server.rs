@@ -4,21 +4,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::traffic::{read_and_ack, send_until_broken, Seen, Sent};
 use common::{patience, pattern, Peer, TestServer};
-use futures_util::{SinkExt, StreamExt};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 
 async fn server_on(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
     let url = pg.url();
