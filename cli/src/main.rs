@@ -118,6 +118,12 @@ enum Command {
         /// after the scenario's name).
         #[arg(long, env = "CHAT_BENCH_SERVER_PID", global = true)]
         server_pid: Option<u32>,
+        /// Nodes of a cluster (HOST:PORT, comma-separated, plain TCP) to
+        /// spread the sessions over instead of --server: a direct
+        /// message's receiver is on the node after its sender's, and
+        /// broadcast receivers go round the nodes.
+        #[arg(long, value_delimiter = ',', global = true)]
+        spread: Vec<String>,
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
@@ -174,6 +180,7 @@ async fn run(cli: Cli) -> Result<(), session::SessionError> {
     let patience = Duration::from_secs_f64(cli.timeout.max(0.1));
     if let Command::Bench {
         server_pid,
+        spread,
         scenario,
     } = cli.command
     {
@@ -181,6 +188,7 @@ async fn run(cli: Cli) -> Result<(), session::SessionError> {
         return bench::run(
             bench::Bench {
                 target,
+                spread: spread.into_iter().map(Target::Tcp).collect(),
                 server_pid,
                 patience,
                 prefix,

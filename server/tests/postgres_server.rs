@@ -4,20 +4,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
+use common::traffic::{read_and_ack, send_until_broken, Seen, Sent};
 use common::{patience, pattern, spawn_node_in, Peer, TestServer};
-use futures_util::{SinkExt, StreamExt};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 
 async fn server_on(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
     let url = pg.url();
@@ -110,94 +109,6 @@ async fn postgres_without_nats_and_nats_without_postgres_are_refused_at_start() 
     config.nats = Some("nats://127.0.0.1:1".into());
     let err = server::start(config).await.expect_err("refused");
     assert!(err.to_string().contains("--postgres"), "{err}");
-}
-
-/// What a recipient has seen: (from, body) → the delivery numbers it came
-/// under. The same number twice is a redelivery, which the client core
-/// drops; two numbers for one message is a duplicate.
-type Seen = Arc<Mutex<BTreeMap<(u64, Bytes), BTreeSet<u64>>>>;
-
-/// Reads a recipient's connection until it ends, acknowledging and
-/// recording every message.
-fn read_and_ack(mut peer: Peer, seen: Seen) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(Ok(p)) = peer.framed.next().await {
-            if let Packet::IncomingMessage {
-                from,
-                message,
-                body,
-            } = p
-            {
-                seen.lock()
-                    .unwrap()
-                    .entry((from, body))
-                    .or_default()
-                    .insert(message);
-                if peer
-                    .framed
-                    .send(Packet::IncomingMessageAck { message })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    })
-}
-
-/// What a sender knows: the highest number it tried to send, and the
-/// numbers the server answered.
-#[derive(Default)]
-struct Sent {
-    tried: AtomicU64,
-    answered: Mutex<BTreeSet<u64>>,
-    surprises: Mutex<Vec<Packet>>,
-}
-
-/// Sends messages numbered 1, 2, … without end, at most 64 unanswered,
-/// to `to[n % to.len()]`, until the connection breaks.
-fn send_until_broken(peer: Peer, to: Vec<u64>, sent: Arc<Sent>) -> tokio::task::JoinHandle<()> {
-    let session = peer.session;
-    let (mut sink, mut stream) = peer.framed.split();
-    let window = Arc::new(Semaphore::new(64));
-    let reader = {
-        let (window, sent) = (window.clone(), sent.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(p)) = stream.next().await {
-                match p {
-                    Packet::MessageResponse { message } => {
-                        sent.answered.lock().unwrap().insert(message);
-                        window.add_permits(1);
-                    }
-                    p => sent.surprises.lock().unwrap().push(p),
-                }
-            }
-            // Wakes the writer if it waits for a window.
-            window.close();
-        })
-    };
-    tokio::spawn(async move {
-        for n in 1u64.. {
-            let Ok(permit) = window.acquire().await else {
-                break;
-            };
-            permit.forget();
-            sent.tried.store(n, Ordering::SeqCst);
-            let to = to[(n as usize) % to.len()];
-            let body = Bytes::from(format!("m{n}"));
-            let request = Packet::MessageRequest {
-                session,
-                to,
-                message: n,
-                body,
-            };
-            if sink.send(request).await.is_err() {
-                break;
-            }
-        }
-        let _ = reader.await;
-    })
 }
 
 /// kill -9 of the server while four senders pipeline messages to a

@@ -87,6 +87,8 @@ pub(crate) fn test() -> Result<()> {
         workspace_tests.env("CHAT_EXPECT_WEB_APP", "1");
     }
     counted(&mut workspace_tests, &mut counts)?;
+    // A few seconds: the whole cluster from the debug binaries just built.
+    crate::cluster::self_check(&root.join("target/debug"))?;
     // After the tests, which built the binaries the units start.
     crate::units::check(&root, &root.join("target/debug"))?;
     sh(tools

@@ -63,6 +63,40 @@ impl Tools {
     /// Installs, when missing, everything both commands need; with
     /// `browser`, also Chromium, chromedriver, nginx, Caddy and the fuzzer.
     pub(crate) fn ensure_all(browser: bool) -> Result<Self> {
+        let tools = Self::new();
+        tools.wasm_target()?;
+        if tools.root.join("web").exists() {
+            tools.trunk()?;
+            tools.wasm_bindgen()?;
+            tools.wasm_opt()?;
+        }
+        if browser {
+            tools.debian_packages()?;
+            tools.cargo_fuzz()?;
+        }
+        Ok(tools)
+    }
+
+    /// Installs, when missing, what `cargo xtask cluster` needs: Debian's
+    /// PostgreSQL and nats-server (the release binaries need nothing else).
+    pub(crate) fn ensure_cluster() -> Result<Self> {
+        let tools = Self::new();
+        let mut missing = Vec::new();
+        if !has_postgres() {
+            missing.push("postgresql");
+        }
+        if !Path::new("/usr/sbin/nats-server").exists()
+            && !Path::new("/usr/bin/nats-server").exists()
+        {
+            missing.push("nats-server");
+        }
+        if !missing.is_empty() {
+            apt_install(&missing)?;
+        }
+        Ok(tools)
+    }
+
+    fn new() -> Self {
         let root = crate::root();
         let binaryen = root.join("target/tools/binaryen/node_modules/.bin");
         let cargo_bin = std::env::var("CARGO_HOME")
@@ -76,18 +110,7 @@ impl Tools {
             cargo_bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let tools = Self { root, path };
-        tools.wasm_target()?;
-        if tools.root.join("web").exists() {
-            tools.trunk()?;
-            tools.wasm_bindgen()?;
-            tools.wasm_opt()?;
-        }
-        if browser {
-            tools.debian_packages()?;
-            tools.cargo_fuzz()?;
-        }
-        Ok(tools)
+        Self { root, path }
     }
 
     /// A command with the tools on its PATH, run from the workspace root.
@@ -184,12 +207,7 @@ impl Tools {
         // The PostgreSQL engine's tests start their own server from any
         // /usr/lib/postgresql/VERSION/bin (server/tests/common/postgres.rs),
         // so any version Debian ships will do.
-        let postgres = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|version| version.path().join("bin/postgres").exists());
-        if !postgres {
+        if !has_postgres() {
             missing.push("postgresql");
         }
         missing.dedup();
@@ -219,6 +237,15 @@ impl Tools {
             .cmd("cargo")
             .args(["install", "cargo-fuzz", "--locked"]))
     }
+}
+
+/// Whether any /usr/lib/postgresql/VERSION/bin/postgres exists.
+fn has_postgres() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|version| version.path().join("bin/postgres").exists())
 }
 
 /// Installs Debian packages (through sudo unless root).

@@ -83,6 +83,9 @@ pub enum Scenario {
 pub struct Bench {
     /// Where the server is.
     pub target: Target,
+    /// The nodes of a cluster to spread sessions over, instead of
+    /// `target` (empty: `target` only).
+    pub spread: Vec<Target>,
     /// The server's process, for memory and CPU figures.
     pub server_pid: Option<u32>,
     /// How long to wait for the server.
@@ -92,6 +95,17 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// Where session `i` of `role` connects: with `spread`, the `i`th node
+    /// in turn, and a DM receiver the node after its sender's, so every
+    /// direct message crosses nodes.
+    fn target_for(&self, role: &str, i: usize) -> &Target {
+        if self.spread.is_empty() {
+            return &self.target;
+        }
+        let offset = usize::from(role == "dm-r");
+        &self.spread[(i + offset) % self.spread.len()]
+    }
+
     /// Opens a session for a bench user.
     pub async fn session(
         &self,
@@ -101,7 +115,7 @@ impl Bench {
     ) -> Result<Session, SessionError> {
         let name = format!("{}-{role}{i}", self.prefix);
         Session::open(
-            &self.target,
+            self.target_for(role, i),
             &name,
             None,
             Session::config(window, true),

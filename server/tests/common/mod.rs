@@ -16,6 +16,7 @@ use tokio_util::codec::Framed;
 
 pub mod nats;
 pub mod postgres;
+pub mod traffic;
 
 /// How long a test waits for an event before failing; raise it on a slow
 /// machine with CHAT_TEST_TIMEOUT_SECS.
