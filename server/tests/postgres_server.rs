@@ -115,6 +115,28 @@ async fn postgres_without_nats_and_nats_without_postgres_are_refused_at_start() 
 /// The real `chat-server` binary on `pg`, on a free loopback port, with
 /// its address as it printed it. Killed when dropped. Its working
 /// directory is `cwd`, so a stray `./data` would be seen.
+/// Waits until PostgreSQL's clock says no node holds a lease any more.
+async fn every_lease_ended(pg: &PgServer) {
+    let db = pg.client().await;
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        let live: i64 = db
+            .query_one("SELECT count(*) FROM nodes WHERE lease_until > now()", &[])
+            .await
+            .expect("the nodes table reads")
+            .get(0);
+        if live == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a killed node's lease did not end within {:?}",
+            patience()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn spawn_on_postgres(
     pg: &PgServer,
     nats: &NatsServer,
@@ -250,7 +272,9 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &[]).await;
+    // A short lease: the killed node's sessions are free once it ends.
+    let (mut child, addr) =
+        spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &["--lease", "1"]).await;
 
     let mut carol = Peer::connect(addr).await;
     carol.sign_in("carol").await;
@@ -300,6 +324,9 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         .map(|(_, _, s)| s.answered.lock().unwrap().len())
         .sum();
 
+    // The killed node held bob's name; it is free once its lease has
+    // ended by PostgreSQL's clock (one session per name in the cluster).
+    every_lease_ended(&pg).await;
     let (_child, addr) = spawn_on_postgres(&pg, &nats, files.path(), cwd.path(), &[]).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;
