@@ -254,6 +254,19 @@ fn detach(conn: &Connection) {
             drop(st);
             // A redelivery to this connection notices it is gone.
             session.acked.notify_waiters();
+            let ctx = &conn.ctx;
+            if ctx.store.is_shared() {
+                // Another node may sign the name in now; a later
+                // attachment (a newer epoch) is left alone.
+                let (store, node) = (ctx.store.clone(), ctx.node());
+                let (user, id) = (session.user, session.id);
+                let epoch = session.epoch.load(std::sync::atomic::Ordering::Acquire);
+                tokio::spawn(async move {
+                    if let Err(e) = store.session_detached(user, id, node, epoch).await {
+                        tracing::warn!(error = %e, user, "the name's row was not marked away");
+                    }
+                });
+            }
         }
     }
 }

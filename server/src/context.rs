@@ -48,6 +48,11 @@ impl Context {
         self.lease.as_ref().is_none_or(|l| l.held())
     }
 
+    /// This node's number in the cluster; 0 alone.
+    pub(crate) fn node(&self) -> u64 {
+        self.lease.as_ref().map_or(0, |l| l.node())
+    }
+
     /// Why connections are closing when the server stops.
     pub(crate) fn stop_reason(&self) -> String {
         match self.lease.as_ref().and_then(|l| l.fenced()) {
@@ -70,6 +75,17 @@ impl Context {
         };
         if !was_ended {
             self.bus.unlisten(session.user);
+            if self.store.is_shared() {
+                // The name is free in the cluster, unless another node or
+                // session has it by now.
+                let (store, node) = (self.store.clone(), self.node());
+                let (user, id) = (session.user, session.id);
+                tokio::spawn(async move {
+                    if let Err(e) = store.session_ended(user, id, node).await {
+                        tracing::warn!(error = %e, user, "the name's row was not freed");
+                    }
+                });
+            }
         }
         session.transfers.clear();
         session.acked.notify_waiters();

@@ -56,6 +56,9 @@ pub(crate) struct Session {
     pub(crate) transfers: Transfers,
     /// Wakes a redelivery waiting for acknowledgements.
     pub(crate) acked: tokio::sync::Notify,
+    /// In a cluster, the number of the attachment this node last recorded
+    /// in the name's row (see [`crate::store::Taken`]).
+    pub(crate) epoch: AtomicU64,
 }
 
 impl Session {
@@ -78,6 +81,7 @@ impl Session {
             }),
             transfers: Transfers::default(),
             acked: tokio::sync::Notify::new(),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -307,6 +311,28 @@ impl Hub {
         s.by_user.insert(session.user, session.clone());
         s.by_id.insert(session.id, session);
         Ok(replaced)
+    }
+
+    /// Removes and returns the session with this number (it moved to
+    /// another node).
+    pub(crate) fn remove(&self, session: u64) -> Option<Arc<Session>> {
+        let mut s = self.lock();
+        let removed = s.by_id.remove(&session)?;
+        if s.by_user
+            .get(&removed.user)
+            .is_some_and(|x| x.id == removed.id)
+        {
+            s.by_user.remove(&removed.user);
+        }
+        Some(removed)
+    }
+
+    /// The broadcasts `session` is owed now (number, packet), in order, to
+    /// hand over to the node it moves to.
+    pub(crate) fn owed_now(&self, session: &Session) -> Vec<(u64, Bytes)> {
+        let log = self.log();
+        let st = session.state();
+        log.owed(&st.owed, session.user)
     }
 
     /// The live session with this number.

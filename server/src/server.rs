@@ -457,6 +457,12 @@ async fn run(
     }
     if let Bus::Nats(bus) = &ctx.bus {
         tracker.spawn(bus.clone().run_catch_ups(ctx.clone(), shutdown.clone()));
+        if ctx.lease.is_some() {
+            tracker.spawn(
+                bus.clone()
+                    .serve_releases(ctx.node(), ctx.clone(), shutdown.clone()),
+            );
+        }
     }
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -491,6 +497,15 @@ async fn run(
     tracker.wait().await;
     for session in ctx.hub.drain() {
         ctx.end_session(&session, ErrorCode::ShuttingDown, ctx.stop_reason());
+    }
+    if ctx.store.is_shared() {
+        // The names this node held are free at once, not when its lease
+        // ends (a node that lost PostgreSQL gives up after a while).
+        let freed =
+            tokio::time::timeout(Duration::from_secs(2), ctx.store.node_gone(ctx.node())).await;
+        if !matches!(freed, Ok(Ok(()))) {
+            tracing::warn!("the names this node held are freed when its lease ends");
+        }
     }
     // The store thread ends when the last handle is gone.
     drop(ctx);

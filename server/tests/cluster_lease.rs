@@ -13,39 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{patience, spawn_node, Peer};
+use common::{patience, signal, spawn_node, Peer};
 use proto::{ErrorCode, Packet};
-use rustix::process::{kill_process, Pid, Signal};
-
-fn signal(child: &tokio::process::Child, sig: Signal) {
-    let pid = child
-        .id()
-        .and_then(|id| Pid::from_raw(id as i32))
-        .expect("the node runs");
-    kill_process(pid, sig).expect("the signal is sent");
-}
-
-/// Waits until PostgreSQL's clock says no node holds a lease any more.
-async fn every_lease_ended(pg: &PgServer) {
-    let db = pg.client().await;
-    let deadline = tokio::time::Instant::now() + patience();
-    loop {
-        let live: i64 = db
-            .query_one("SELECT count(*) FROM nodes WHERE lease_until > now()", &[])
-            .await
-            .expect("the nodes table reads")
-            .get(0);
-        if live == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a paused node's lease did not end within {:?}",
-            patience()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use rustix::process::Signal;
 
 #[tokio::test]
 async fn a_node_paused_past_its_lease_fences_itself_and_stores_nothing() {
@@ -68,7 +38,7 @@ async fn a_node_paused_past_its_lease_fences_itself_and_stores_nothing() {
     // The node is paused until its lease has ended by PostgreSQL's clock;
     // meanwhile a request waits for it in its socket.
     signal(&node, Signal::STOP);
-    every_lease_ended(&pg).await;
+    pg.every_lease_ended().await;
     let session = alice.session;
     alice
         .send(Packet::MessageRequest {

@@ -122,7 +122,15 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_node_in(Some(cwd.path()), &pg, &nats, files.path(), &[]).await;
+    // A short lease: the killed node's sessions are free once it ends.
+    let (mut child, addr) = spawn_node_in(
+        Some(cwd.path()),
+        &pg,
+        &nats,
+        files.path(),
+        &["--lease", "1"],
+    )
+    .await;
 
     let mut carol = Peer::connect(addr).await;
     carol.sign_in("carol").await;
@@ -172,6 +180,9 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         .map(|(_, _, s)| s.answered.lock().unwrap().len())
         .sum();
 
+    // The killed node held bob's name; it is free once its lease has
+    // ended by PostgreSQL's clock (one session per name in the cluster).
+    pg.every_lease_ended().await;
     let (_child, addr) = spawn_node_in(Some(cwd.path()), &pg, &nats, files.path(), &[]).await;
     let mut bob = Peer::connect(addr).await;
     bob.sign_in("bob").await;

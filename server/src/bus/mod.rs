@@ -60,6 +60,16 @@ impl Bus {
         }
     }
 
+    /// Asks node `node` to end `session`, which this node has taken over;
+    /// the broadcasts it was owed there, if the node answered. Alone
+    /// there is no other node: `None`.
+    pub(crate) async fn release(&self, node: u64, session: u64) -> Option<Vec<(u64, Bytes)>> {
+        match self {
+            Bus::Local(_) => None,
+            Bus::Nats(bus) => bus.release(node, session).await,
+        }
+    }
+
     /// A session of `user` here has ended.
     pub(crate) fn unlisten(&self, user: u64) {
         if let Bus::Nats(bus) = self {

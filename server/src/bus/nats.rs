@@ -13,6 +13,12 @@
 //!   connection dropped, or its queue to NATS overflowed).
 //! - `chat.sync.<process>`: this process's own echo, to know that NATS has
 //!   seen every subscription made before it ([`NatsBus::barrier`]).
+//! - `chat.release.<node>`: requests to node `<node>` (its number in the
+//!   `nodes` table) to end a session that another node has taken over
+//!   (resumed, or replaced by a sign-in). Payload: the session number (8
+//!   bytes). The reply carries the broadcasts the session was owed there,
+//!   in the form of `chat.bcast` (at most one chunk), for the new node to
+//!   redeliver.
 //!
 //! One connection carries everything a process publishes, so one
 //! sender's direct messages and broadcasts reach each other process in
@@ -64,6 +70,13 @@ const QUEUE: usize = 64 * 1024;
 /// Broadcast bytes per NATS message, at most (NATS's default limit is
 /// 1 MiB a message).
 const BROADCAST_CHUNK: usize = 256 * 1024;
+/// Subject prefix of each node's release requests, followed by its number.
+const RELEASE_SUBJECT: &str = "chat.release.";
+/// How long a node taking a session over waits for the old node's answer.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// Why a session taken over by another node ends here.
+pub(crate) const MOVED: &str = "the session was resumed on another connection";
+
 /// How long a new session waits for NATS to confirm its subscription
 /// before its mailbox is read anyway (a catch-up follows once NATS is back).
 const LISTEN_WAIT: Duration = Duration::from_secs(2);
@@ -379,6 +392,80 @@ impl NatsBus {
         }
     }
 
+    /// Asks node `node` to end `session`, which this node has taken over,
+    /// and returns the broadcasts it was owed there. `None` if the node
+    /// did not answer in time (it may have died, or lost NATS: its lease
+    /// then decides).
+    pub(crate) async fn release(&self, node: u64, session: u64) -> Option<Vec<(u64, Bytes)>> {
+        let request = self.client.request(
+            format!("{RELEASE_SUBJECT}{node}"),
+            Bytes::copy_from_slice(&session.to_be_bytes()),
+        );
+        match tokio::time::timeout(RELEASE_WAIT, request).await {
+            Ok(Ok(reply)) => Some(
+                decode_broadcasts(reply.payload)
+                    .map(|(_, _, batch)| batch)
+                    .unwrap_or_default(),
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, node, session, "no answer to a release request");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(node, session, "no answer to a release request in time");
+                None
+            }
+        }
+    }
+
+    /// Answers the release requests to node `node` until `shutdown`: the
+    /// session named ends here with SESSION_MOVED, and the reply carries
+    /// what it was owed.
+    pub(crate) async fn serve_releases(
+        self: Arc<Self>,
+        node: u64,
+        ctx: Arc<Context>,
+        shutdown: CancellationToken,
+    ) {
+        let subject = format!("{RELEASE_SUBJECT}{node}");
+        let mut sub = match self.client.subscribe(subject.clone()).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::error!(error = %e, %subject, "cannot subscribe on NATS");
+                return;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = sub.next() => m,
+            };
+            let Some(message) = message else { return };
+            let mut payload = message.payload;
+            if payload.len() != 8 {
+                tracing::warn!("a malformed release request on NATS");
+                continue;
+            }
+            let session = payload.get_u64();
+            let mut owed = Vec::new();
+            if let Some(s) = ctx.hub.remove(session) {
+                owed = ctx.hub.owed_now(&s);
+                tracing::info!(session, user = s.user, "session taken over by another node");
+                ctx.end_session(&s, proto::ErrorCode::SessionMoved, MOVED.into());
+            }
+            if let Some(reply) = message.reply {
+                let user = 0;
+                let payload = encode_broadcasts(self.node, user, &owed)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| encode_broadcasts_header(self.node, user));
+                if let Err(e) = self.client.publish(reply, payload).await {
+                    tracing::warn!(error = %e, "cannot answer a release request");
+                }
+            }
+        }
+    }
+
     /// Asks every other process to read its mailboxes again.
     fn ask_peers(&self) {
         self.publish(
@@ -513,6 +600,14 @@ fn encode_broadcasts(node: u64, sender: u64, batch: &[(u64, Bytes)]) -> Vec<Byte
         out.push(buf.freeze());
     }
     out
+}
+
+/// A payload of no broadcasts.
+fn encode_broadcasts_header(node: u64, sender: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16);
+    buf.put_u64(node);
+    buf.put_u64(sender);
+    buf.freeze()
 }
 
 /// What one NATS message of broadcasts carries: the process that sent it,

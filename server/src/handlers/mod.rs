@@ -65,7 +65,7 @@ pub(crate) async fn handle(conn: &mut Connection, packet: Packet) {
     session.touch();
     use Packet::*;
     match packet {
-        UsersRequest { .. } => users::list(conn),
+        UsersRequest { .. } => users::list(conn).await,
         UserDataRequest { user, .. } => users::data(conn, user).await,
         MessageRequest {
             to, message, body, ..

@@ -1,6 +1,7 @@
 //! SESSION REQUEST and SESSION PRESERVE: signing in, keeping a session
 //! alive, and resuming it on a new connection.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,10 +9,12 @@ use proto::limits::validate_user_name;
 use proto::{kind, ErrorCode, Packet};
 
 use crate::accounts::AccountMode;
+use crate::bus::nats::MOVED;
 use crate::connection::Connection;
 use crate::hub::Session;
 use crate::rate::TokenBucket;
 use crate::redelivery;
+use crate::store::Claim;
 
 /// The checks every sign-in (SESSION REQUEST, ACCOUNT SIGN IN) starts
 /// with: not signed in yet, not too fast, a valid name. False when one
@@ -70,40 +73,46 @@ pub(super) async fn sign_in(conn: &mut Connection, name: String) {
 }
 
 /// Opens a session for `user` (signed in under `name` by request type
-/// `t`) on this connection, unless the user is signed in on another.
+/// `t`) on this connection, unless the user is signed in on another, here
+/// or (in a cluster) on another live node.
 pub(super) async fn open_session(conn: &mut Connection, t: u16, name: String, user: u64) {
     let ctx = conn.ctx.clone();
-    if ctx.hub.is_attached(user) {
+    let in_use = |conn: &Connection| {
         conn.error(
             t,
             ErrorCode::NameInUse,
             0,
             format!("{name} is signed in on another connection"),
-        );
-        return;
+        )
+    };
+    if ctx.hub.is_attached(user) {
+        return in_use(conn);
     }
     let id = match ctx.store.new_session(user).await {
         Ok(id) => id,
         Err(e) => return server_error(conn, t, 0, &e),
     };
+    let taken = match ctx.store.claim_name(user, id, ctx.node()).await {
+        Ok(Claim::Taken(taken)) => taken,
+        Ok(Claim::InUse) => return in_use(conn),
+        Err(e) => return server_error(conn, t, 0, &e),
+    };
     let rate = TokenBucket::new(ctx.config.message_rate, ctx.config.message_burst);
     let owed = ctx.hub.new_owed();
     let session = Arc::new(Session::new(id, user, name.clone(), rate, owed));
+    session.epoch.store(taken.epoch, Ordering::Release);
     match ctx.hub.insert(session.clone()) {
-        Err(_) => {
-            conn.error(
-                t,
-                ErrorCode::NameInUse,
-                0,
-                format!("{name} is signed in on another connection"),
-            );
-            return;
-        }
+        // Another connection here signed the name in meanwhile.
+        Err(_) => return in_use(conn),
         Ok(Some(replaced)) => {
             ctx.bus.listen(user).await;
             ctx.end_session(&replaced, ErrorCode::SessionMoved, "signed in anew".into());
         }
         Ok(None) => ctx.bus.listen(user).await,
+    }
+    if let Some((node, old)) = taken.replaced {
+        // A live node kept a session of the name whose client was away.
+        ctx.bus.release(node, old).await;
     }
     tracing::info!(user, %name, "signed in");
     // Looked at before the cookie goes out, so that the client, once it has
@@ -140,6 +149,9 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
             if !conn.ctx.peers.allow_sign_in(conn.peer.ip()) {
                 return sign_ins_too_fast(conn, T);
             }
+            if conn.ctx.store.is_shared() {
+                return resume_in_cluster(conn, quoted).await;
+            }
             let Some(session) = conn.ctx.hub.get(quoted) else {
                 conn.error(
                     T,
@@ -160,10 +172,7 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
             };
             session.touch();
             if let Some(previous) = previous {
-                previous.close(
-                    ErrorCode::SessionMoved,
-                    "the session was resumed on another connection".into(),
-                );
+                previous.close(ErrorCode::SessionMoved, MOVED.into());
             }
             tracing::info!(user = session.user, name = %session.name, "session resumed");
             conn.reply(Packet::SessionCookie {
@@ -173,6 +182,110 @@ pub(super) async fn preserve(conn: &mut Connection, quoted: u64) {
             attached(conn, session, owed, None).await;
         }
     }
+}
+
+/// SESSION PRESERVE in a cluster: the session's row moves to this node
+/// (compare-and-set); the node that had it, if alive, ends it there and
+/// hands over the broadcasts it was owed; a dead node's is taken without
+/// asking. The direct messages not acknowledged are read from the store.
+async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
+    const T: u16 = kind::SESSION_PRESERVE;
+    let ctx = conn.ctx.clone();
+    let gone = |conn: &Connection| {
+        conn.error(
+            T,
+            ErrorCode::BadSession,
+            0,
+            "no live session has that number; sign in again",
+        )
+    };
+    let timeout = ctx.config.session_timeout();
+    let (user, taken) = match ctx.store.resume_session(quoted, ctx.node(), timeout).await {
+        Ok(Some(moved)) => moved,
+        Ok(None) => {
+            // Ended, or replaced by a sign-in elsewhere: a copy left here
+            // ends too.
+            if let Some(stale) = ctx.hub.remove(quoted) {
+                ctx.end_session(
+                    &stale,
+                    ErrorCode::BadSession,
+                    "the session has ended".into(),
+                );
+            }
+            return gone(conn);
+        }
+        Err(e) => return server_error(conn, T, 0, &e),
+    };
+    let mut handed = Vec::new();
+    if let Some((node, old)) = taken.replaced {
+        handed = ctx.bus.release(node, old).await.unwrap_or_default();
+        tracing::info!(
+            user,
+            session = quoted,
+            from = node,
+            "session moved to this node"
+        );
+    }
+    let session = match ctx.hub.get(quoted) {
+        Some(session) => session,
+        None if taken.from == ctx.node() => {
+            // It ended here; its row had not gone yet.
+            if let Err(e) = ctx.store.session_ended(user, quoted, ctx.node()).await {
+                tracing::warn!(error = %e, user, "the name's row was not freed");
+            }
+            return gone(conn);
+        }
+        None => {
+            let name = match ctx.store.user_name(user).await {
+                Ok(Some(name)) => name,
+                Ok(None) => return gone(conn),
+                Err(e) => return server_error(conn, T, 0, &e),
+            };
+            let rate = TokenBucket::new(ctx.config.message_rate, ctx.config.message_burst);
+            let session = Arc::new(Session::new(quoted, user, name, rate, ctx.hub.new_owed()));
+            match ctx.hub.insert(session.clone()) {
+                Err(_) => {
+                    return conn.error(
+                        T,
+                        ErrorCode::NameInUse,
+                        0,
+                        format!("{} is signed in on another connection", session.name),
+                    )
+                }
+                Ok(Some(replaced)) => {
+                    ctx.bus.listen(user).await;
+                    ctx.end_session(&replaced, ErrorCode::SessionMoved, "signed in anew".into());
+                }
+                Ok(None) => ctx.bus.listen(user).await,
+            }
+            session
+        }
+    };
+    session.epoch.store(taken.epoch, Ordering::Release);
+    let Some((previous, owed)) = ctx.hub.attach(&session, conn.out.clone()) else {
+        return gone(conn);
+    };
+    session.touch();
+    if let Some(previous) = previous {
+        previous.close(ErrorCode::SessionMoved, MOVED.into());
+    }
+    // What the old node owed first, then what arrived here since.
+    let later: Vec<(u64, Bytes)> = owed
+        .into_iter()
+        .filter(|(n, _)| !all_has(&handed, *n))
+        .collect();
+    let mut all = handed;
+    all.extend(later);
+    tracing::info!(user, name = %session.name, "session resumed");
+    conn.reply(Packet::SessionCookie {
+        user,
+        session: quoted,
+    });
+    attached(conn, session, all, None).await;
+}
+
+fn all_has(list: &[(u64, Bytes)], n: u64) -> bool {
+    list.iter().any(|(m, _)| *m == n)
 }
 
 /// The connection has `session` now: the cookie goes out, then the

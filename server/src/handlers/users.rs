@@ -7,9 +7,14 @@ use crate::connection::Connection;
 /// The format's list length is 16 bits.
 const MAX_LISTED: usize = u16::MAX as usize;
 
-/// USERS REQUEST: the users online now.
-pub(super) fn list(conn: &Connection) {
-    let mut users = conn.ctx.hub.online_users();
+/// USERS REQUEST: the users online now, on any node of a cluster (from
+/// the names' rows of live nodes), or in this server alone.
+pub(super) async fn list(conn: &Connection) {
+    let mut users = match conn.ctx.store.online_users(MAX_LISTED).await {
+        Ok(Some(users)) => users,
+        Ok(None) => conn.ctx.hub.online_users(),
+        Err(e) => return super::session::server_error(conn, kind::USERS_REQUEST, 0, &e),
+    };
     users.truncate(MAX_LISTED);
     conn.reply(Packet::UsersResponse { users });
 }

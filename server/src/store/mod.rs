@@ -153,6 +153,28 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// A name's row in a cluster, taken by this node ([`Store::claim_name`],
+/// [`Store::resume_session`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The attachment's number, for [`Store::session_detached`].
+    pub epoch: u64,
+    /// The live node that held the name (or the session) before, and the
+    /// session it held: that node must end it.
+    pub replaced: Option<(u64, u64)>,
+    /// The node that held the row before (this one, if it was new).
+    pub from: u64,
+}
+
+/// What signing a name in found in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The name is this session's now.
+    Taken(Taken),
+    /// A session of the name is on a connection of another live node.
+    InUse,
+}
+
 /// The database's file name in the data directory.
 pub(crate) const DATABASE_FILE: &str = "chat.sqlite3";
 
@@ -318,6 +340,92 @@ impl Store {
             .run(move |conn| f(conn))
             .await
             .map_err(|e| StoreError::Read(e.to_string()))?
+    }
+
+    /// Whether sessions are shared by a cluster (PostgreSQL): then the
+    /// name's row in the database, not the hub alone, says who holds it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.reads, Reads::Postgres(_))
+    }
+
+    /// Takes `user`'s name for `session` on `node`, unless a session of
+    /// it is on a connection of another live node. Alone (SQLite), the
+    /// hub decides and this is always taken.
+    pub async fn claim_name(
+        &self,
+        user: u64,
+        session: u64,
+        node: u64,
+    ) -> Result<Claim, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(Claim::Taken(Taken {
+                epoch: 0,
+                replaced: None,
+                from: node,
+            })),
+            Reads::Postgres(p) => postgres::owners::claim(p, user, session, node).await,
+        }
+    }
+
+    /// Moves live session `session` to `node`: its user and what was
+    /// taken, or `None` if no live session has that number (a session of
+    /// a node that died more than `timeout` ago has ended). Alone
+    /// (SQLite) always `None`: the hub has every session.
+    pub async fn resume_session(
+        &self,
+        session: u64,
+        node: u64,
+        timeout: Duration,
+    ) -> Result<Option<(u64, Taken)>, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(None),
+            Reads::Postgres(p) => postgres::owners::resume(p, session, node, timeout).await,
+        }
+    }
+
+    /// The client of `session` (attachment `epoch`, on `node`) went away.
+    pub async fn session_detached(
+        &self,
+        user: u64,
+        session: u64,
+        node: u64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(()),
+            Reads::Postgres(p) => postgres::owners::detached(p, user, session, node, epoch).await,
+        }
+    }
+
+    /// `session` ended on `node`: the name is free, unless another node
+    /// or session has taken it since.
+    pub async fn session_ended(
+        &self,
+        user: u64,
+        session: u64,
+        node: u64,
+    ) -> Result<(), StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(()),
+            Reads::Postgres(p) => postgres::owners::ended(p, user, session, node).await,
+        }
+    }
+
+    /// `node` shuts down: every name it holds is free.
+    pub async fn node_gone(&self, node: u64) -> Result<(), StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(()),
+            Reads::Postgres(p) => postgres::owners::node_gone(p, node).await,
+        }
+    }
+
+    /// The users on a connection on any live node of the cluster, in
+    /// order, at most `limit`; `None` alone (SQLite), where the hub knows.
+    pub async fn online_users(&self, limit: usize) -> Result<Option<Vec<u64>>, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(None),
+            Reads::Postgres(p) => postgres::owners::online(p, limit).await.map(Some),
+        }
     }
 
     /// The user number for `name`, created on first use.

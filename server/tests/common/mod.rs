@@ -426,6 +426,15 @@ async fn spawn_server(
     (child, addr)
 }
 
+/// Sends `sig` to a spawned server (SIGSTOP and SIGCONT pause a node).
+pub fn signal(child: &tokio::process::Child, sig: rustix::process::Signal) {
+    let pid = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        .expect("the process runs");
+    rustix::process::kill_process(pid, sig).expect("the signal is sent");
+}
+
 /// Deterministic test bytes.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + i / 256) as u8).collect()

@@ -215,6 +215,38 @@ impl PgServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Waits until node `id`'s lease has ended by PostgreSQL's clock, or,
+    /// with `None`, every node's.
+    pub async fn lease_ended(&self, id: Option<i64>) {
+        let db = self.client().await;
+        let deadline = tokio::time::Instant::now() + patience();
+        loop {
+            let live: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM nodes
+                     WHERE lease_until > now() AND ($1::int8 IS NULL OR id = $1)",
+                    &[&id],
+                )
+                .await
+                .expect("the nodes table reads")
+                .get(0);
+            if live == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a lease did not end within {:?}",
+                patience()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until no node holds a lease, by PostgreSQL's clock.
+    pub async fn every_lease_ended(&self) {
+        self.lease_ended(None).await
+    }
+
     /// A connection of the test's own, for setting things up or looking.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio::time::timeout(

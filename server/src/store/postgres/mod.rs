@@ -11,6 +11,7 @@
 
 mod batch;
 pub(super) mod lease;
+pub(super) mod owners;
 pub(super) mod reads;
 mod schema;
 

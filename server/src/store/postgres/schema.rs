@@ -9,7 +9,7 @@ use super::db;
 
 /// The schema version this server writes; a database at a newer one is
 /// refused rather than written in a form its writer does not expect.
-const VERSION: i32 = 2;
+const VERSION: i32 = 3;
 
 /// The advisory lock key held while migrating ("chat" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6368_6174;
@@ -88,9 +88,26 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 ";
 
+/// Version 3: who holds each name in the cluster (owners.rs): one row per
+/// user, naming its session, the node that has it, whether a connection
+/// is on it, and how many times it was attached (so that a late "client
+/// went away" never marks a newer attachment).
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS owners (
+    user_id BIGINT PRIMARY KEY,
+    session BIGINT NOT NULL,
+    node BIGINT NOT NULL,
+    attached BOOLEAN NOT NULL,
+    epoch BIGINT NOT NULL,
+    since TIMESTAMPTZ NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS owners_session ON owners (session);
+CREATE INDEX IF NOT EXISTS owners_node ON owners (node);
+";
+
 /// Each version's statements, oldest first; a database at version N gets
 /// those after N.
-const STEPS: [&str; VERSION as usize] = [V1, V2];
+const STEPS: [&str; VERSION as usize] = [V1, V2, V3];
 
 /// Creates the tables, or checks the ones there, in one transaction that
 /// holds the migration lock: a second process starting meanwhile waits,
