@@ -76,13 +76,18 @@ impl Lease {
 }
 
 /// Renews `lease` through `db` every third of `length` until `shutdown`;
-/// fences the node (and cancels `shutdown`) when the lease is lost.
+/// fences the node (and cancels `shutdown`) when the lease is lost. Calls
+/// `peer_ended` when a renewal finds that another node's lease has ended
+/// since the last one: that node may have committed messages it never
+/// published, which a catch-up reads from the store.
 pub(crate) async fn keep(
     lease: Arc<Lease>,
     mut db: NodeLease,
     length: Duration,
     shutdown: CancellationToken,
+    peer_ended: impl Fn(),
 ) {
+    let mut ended_before: Option<u64> = None;
     metrics::gauge!(names::LEASE_HELD).set(1.0);
     metrics::gauge!(names::NODE).set(lease.node() as f64);
     let every = length / 3;
@@ -110,11 +115,15 @@ pub(crate) async fn keep(
             r = tokio::time::timeout(every, db.renew()) => r,
         };
         let outcome = match result {
-            Ok(Ok(true)) => {
+            Ok(Ok(renewal)) if renewal.held => {
                 lease.renewed(sent);
+                if ended_before.is_some_and(|before| renewal.ended > before) {
+                    peer_ended();
+                }
+                ended_before = Some(renewal.ended);
                 "renewed"
             }
-            Ok(Ok(false)) => {
+            Ok(Ok(_)) => {
                 metrics::counter!(names::LEASE_RENEWALS, "result" => "lost").increment(1);
                 lease.fence(
                     "its lease had ended by PostgreSQL's clock; another node may hold its sessions"

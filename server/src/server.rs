@@ -453,7 +453,14 @@ async fn run(
     tracker.spawn(upkeep(ctx.clone(), shutdown.clone()));
     if let (Some(lease), Some(db)) = (ctx.lease.clone(), node_lease) {
         let length = ctx.config.lease();
-        tracker.spawn(crate::lease::keep(lease, db, length, shutdown.clone()));
+        let bus_ctx = ctx.clone();
+        tracker.spawn(crate::lease::keep(
+            lease,
+            db,
+            length,
+            shutdown.clone(),
+            move || bus_ctx.bus.peer_ended(),
+        ));
     }
     if let Bus::Nats(bus) = &ctx.bus {
         tracker.spawn(bus.clone().run_catch_ups(ctx.clone(), shutdown.clone()));

@@ -7,7 +7,8 @@
 //! - kill -9 of one of three nodes in the middle of traffic from clients
 //!   on all three: its clients sign in again through another node and
 //!   send again what was not answered, and every message arrives exactly
-//!   once (one delivery number per message).
+//!   once (one delivery number per message), also what the dead node
+//!   committed and never published (caught up when its lease ends).
 
 mod common;
 
@@ -195,8 +196,10 @@ async fn kill_9_of_one_of_three_nodes_mid_traffic_delivers_every_acknowledged_me
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
+    // A short lease: node 0's sessions are free, and the live nodes
+    // catch up, soon after it dies.
     for _ in 0..3 {
-        nodes.push(spawn_node(&pg, &nats, files.path(), &[]).await);
+        nodes.push(spawn_node(&pg, &nats, files.path(), &["--lease", "3"]).await);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
 
@@ -295,19 +298,10 @@ async fn kill_9_of_one_of_three_nodes_mid_traffic_delivers_every_acknowledged_me
         );
     }
 
-    // Not written yet (docs/CLUSTER.md): what node 0 committed but never
-    // published, and its senders' resends found to be duplicates, is not
-    // pushed to r1 and r2, online on the live nodes; it waits in their
-    // mailboxes. They sign in again, as a client does after a reconnect,
-    // and get it from PostgreSQL.
-    for i in 1..3 {
-        let reader = readers.remove(0);
-        reader.abort();
-        let _ = reader.await;
-        let p = sign_in_again(addrs[i], &format!("r{i}")).await;
-        assert_eq!(p.user, recipients[i]);
-        readers.push(read_and_ack(p, seen[i].clone()));
-    }
+    // What node 0 committed but never published (its senders' resends
+    // were found to be duplicates) reaches r1 and r2, online on the live
+    // nodes, without a sign-in: their nodes catch up from PostgreSQL once
+    // node 0's lease has ended.
     let mut expected: Vec<BTreeSet<(u64, Bytes)>> = vec![BTreeSet::new(); 3];
     for (_, _, user, _) in &senders {
         for n in 1..=LAST {

@@ -70,6 +70,15 @@ impl Bus {
         }
     }
 
+    /// Another node's lease has ended: what it committed and never
+    /// published is read from the store, for the sessions attached here.
+    /// Alone there is nothing to catch up.
+    pub(crate) fn peer_ended(&self) {
+        if let Bus::Nats(bus) = self {
+            bus.catch_up_now();
+        }
+    }
+
     /// A session of `user` here has ended.
     pub(crate) fn unlisten(&self, user: u64) {
         if let Bus::Nats(bus) = self {

@@ -353,6 +353,13 @@ impl NatsBus {
         rx.await.is_ok()
     }
 
+    /// Asks for a catch-up of the sessions attached here (a peer died:
+    /// it may have committed messages it never published).
+    pub(crate) fn catch_up_now(&self) {
+        tracing::info!("a peer's lease ended: catching up from the store");
+        self.signals.catch_up.notify_one();
+    }
+
     /// Runs catch-ups until `shutdown`: after a reconnection, an overflow,
     /// a subscription NATS did not confirm, or a peer's request, once NATS
     /// has every subscription again, the mailboxes of the sessions attached

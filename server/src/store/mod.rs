@@ -203,6 +203,8 @@ pub struct Store {
     committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
+pub use postgres::lease::Renewal;
+
 /// This process's place in a cluster on PostgreSQL: its node number, and
 /// a lease it renews to go on serving ([`crate::lease`] keeps it).
 #[derive(Debug)]
@@ -219,9 +221,9 @@ impl NodeLease {
         Ok((Self(lease), id))
     }
 
-    /// Extends the lease by PostgreSQL's clock; `Ok(false)` if it had
-    /// already ended there.
-    pub async fn renew(&mut self) -> Result<bool, StoreError> {
+    /// Extends the lease by PostgreSQL's clock (`held` false if it had
+    /// already ended there), and counts the nodes whose lease has ended.
+    pub async fn renew(&mut self) -> Result<Renewal, StoreError> {
         self.0.renew().await
     }
 }

@@ -16,6 +16,15 @@ use super::{db, Target};
 /// joins; until then an operator can see them (`SELECT * FROM nodes`).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
 
+/// What a renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// Whether this node's lease was extended.
+    pub held: bool,
+    /// Nodes whose lease has ended (rows are kept for a day).
+    pub ended: u64,
+}
+
 /// A joined node's handle on its row.
 pub(in crate::store) struct Lease {
     target: Target,
@@ -69,10 +78,11 @@ impl Lease {
         Ok((lease, id as u64))
     }
 
-    /// Extends the lease from PostgreSQL's now. `Ok(false)`: it had
-    /// already ended by that clock (or the row is gone), so the node has
-    /// lost its place and must not serve. A lost connection is made again.
-    pub(in crate::store) async fn renew(&mut self) -> Result<bool, StoreError> {
+    /// Extends the lease from PostgreSQL's now, and counts the nodes whose
+    /// lease has ended by that clock. `held` false: this node's had already
+    /// ended (or its row is gone), so it has lost its place and must not
+    /// serve. A lost connection is made again.
+    pub(in crate::store) async fn renew(&mut self) -> Result<Renewal, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = Some(self.target.connect().await?);
         }
@@ -80,14 +90,21 @@ impl Lease {
             return Err(StoreError::Database("not connected".into()));
         };
         let renewed = client
-            .execute(
-                "UPDATE nodes SET lease_until = now() + make_interval(secs => $2)
-                 WHERE id = $1 AND lease_until > now()",
+            .query_one(
+                "WITH renewed AS (
+                     UPDATE nodes SET lease_until = now() + make_interval(secs => $2)
+                     WHERE id = $1 AND lease_until > now() RETURNING id)
+                 SELECT (SELECT count(*) FROM renewed),
+                        (SELECT count(*) FROM nodes WHERE lease_until <= now())",
                 &[&self.id, &self.seconds],
             )
-            .await;
+            .await
+            .and_then(|row| Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?)));
         match renewed {
-            Ok(rows) => Ok(rows == 1),
+            Ok((held, ended)) => Ok(Renewal {
+                held: held == 1,
+                ended: ended.max(0) as u64,
+            }),
             Err(e) => {
                 self.client = None;
                 Err(db(e))
