@@ -10,29 +10,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{patience, spawn_node, Peer, TestServer};
+use common::{node_in_process, patience, spawn_node, Peer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
-
-async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
-    let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
-    let start = TestServer::start_with(move |c| {
-        c.postgres = Some(url);
-        c.nats = Some(nats);
-        c.files_dir = Some(files);
-    });
-    tokio::time::timeout(patience(), start)
-        .await
-        .expect("a server starts in time")
-}
 
 /// An incoming message: (from, delivery number, body).
 type Incoming = (u64, u64, Bytes);
@@ -77,8 +64,8 @@ async fn a_direct_message_reaches_a_user_on_the_other_server_at_once() {
     let pg = PgServer::start().await;
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let a = node(&pg, &nats, files.path()).await;
-    let b = node(&pg, &nats, files.path()).await;
+    let a = node_in_process(&pg, &nats, files.path()).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
     let mut alice = a.signed_in("alice").await;
     let mut bob = b.signed_in("bob").await;
 
@@ -104,8 +91,8 @@ async fn a_broadcast_reaches_users_on_every_server_but_the_sender() {
     let pg = PgServer::start().await;
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let a = node(&pg, &nats, files.path()).await;
-    let b = node(&pg, &nats, files.path()).await;
+    let a = node_in_process(&pg, &nats, files.path()).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
     let mut alice = a.signed_in("alice").await;
     let mut carol = a.signed_in("carol").await;
     let mut bob = b.signed_in("bob").await;
@@ -191,7 +178,7 @@ async fn a_message_sent_while_nats_was_down_is_caught_up_from_postgres() {
     let files = tempfile::tempdir().unwrap();
     metrics();
     let (mut a, a_addr) = spawn_node(&pg, &nats, files.path(), &[]).await;
-    let b = node(&pg, &nats, files.path()).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
     let mut alice = Peer::connect(a_addr).await;
     alice.sign_in("alice").await;
     let mut bob = b.signed_in("bob").await;

@@ -12,26 +12,12 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{patience, signal, spawn_node, Peer, TestServer};
+use common::{node_in_process, patience, signal, spawn_node, Peer};
 use proto::limits::BROADCAST_BIT;
 use proto::{ErrorCode, Packet};
 use rustix::process::Signal;
-
-async fn node(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
-    let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
-    let start = TestServer::start_with(move |c| {
-        c.postgres = Some(url);
-        c.nats = Some(nats);
-        c.files_dir = Some(files);
-    });
-    tokio::time::timeout(patience(), start)
-        .await
-        .expect("a server starts in time")
-}
 
 /// Sends SESSION REQUEST for `name` and returns the answer.
 async fn try_sign_in(peer: &mut Peer, name: &str) -> Packet {
@@ -68,8 +54,8 @@ async fn one_name_signed_in_on_two_nodes_at_once_is_taken_by_exactly_one() {
     let pg = PgServer::start().await;
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let a = node(&pg, &nats, files.path()).await;
-    let b = node(&pg, &nats, files.path()).await;
+    let a = node_in_process(&pg, &nats, files.path()).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
     let mut winners = Vec::new();
     for round in 0..5 {
         let name = format!("racer{round}");
@@ -116,8 +102,8 @@ async fn resume_on_the_other_node_moves_the_session_and_redelivers_what_was_not_
     let pg = PgServer::start().await;
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let a = node(&pg, &nats, files.path()).await;
-    let b = node(&pg, &nats, files.path()).await;
+    let a = node_in_process(&pg, &nats, files.path()).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
     let mut alice = a.signed_in("alice").await;
     let mut bob = b.signed_in("bob").await;
 

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,22 +12,10 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::traffic::{read_and_ack, send_until_broken, Seen, Sent};
-use common::{patience, pattern, spawn_node_in, Peer, TestServer};
+use common::{node_in_process, patience, pattern, spawn_node_in, Peer};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn server_on(pg: &PgServer, nats: &NatsServer, files: &Path) -> TestServer {
-    let url = pg.url();
-    let nats = nats.url();
-    let files = files.to_path_buf();
-    TestServer::start_with(move |c| {
-        c.postgres = Some(url);
-        c.nats = Some(nats);
-        c.files_dir = Some(files);
-    })
-    .await
-}
 
 /// Messages, a resend, a broadcast, a file, and everything still there
 /// after a restart of the server: through a server whose state is in
@@ -38,7 +25,7 @@ async fn a_server_on_postgres_stores_messages_and_files_and_keeps_them() {
     let pg = PgServer::start().await;
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let mut server = server_on(&pg, &nats, files.path()).await;
+    let mut server = node_in_process(&pg, &nats, files.path()).await;
     let mut alice = server.signed_in("alice").await;
     let mut bob = server.signed_in("bob").await;
     let mut carol = server.signed_in("carol").await;

@@ -397,6 +397,25 @@ pub async fn spawn_node_in(
     spawn_server(&args, cwd).await
 }
 
+/// A node of a cluster on `pg` and `nats`, with file bodies in `files`,
+/// in this process (its own hub, store connections and NATS connection,
+/// as another process would have).
+pub async fn node_in_process(
+    pg: &postgres::PgServer,
+    nats: &nats::NatsServer,
+    files: &std::path::Path,
+) -> TestServer {
+    let (url, nats, files) = (pg.url(), nats.url(), files.to_path_buf());
+    let start = TestServer::start_with(move |c| {
+        c.postgres = Some(url);
+        c.nats = Some(nats);
+        c.files_dir = Some(files);
+    });
+    tokio::time::timeout(patience(), start)
+        .await
+        .expect("a server starts in time")
+}
+
 /// Starts `chat-server --listen 127.0.0.1:0 ARGS` (in `cwd`, if given) and
 /// reads the address it prints. Killed when dropped.
 async fn spawn_server(
