@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{node_in_process, patience, spawn_node, Peer};
+use common::{node_in_process, patience, spawn_node, Peer, TwoNodes};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
@@ -61,11 +61,8 @@ async fn nothing_more_incoming(peer: &mut Peer) {
 
 #[tokio::test]
 async fn a_direct_message_reaches_a_user_on_the_other_server_at_once() {
-    let pg = PgServer::start().await;
-    let nats = NatsServer::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let a = node_in_process(&pg, &nats, files.path()).await;
-    let b = node_in_process(&pg, &nats, files.path()).await;
+    let nodes = TwoNodes::start().await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let mut alice = a.signed_in("alice").await;
     let mut bob = b.signed_in("bob").await;
 
@@ -88,11 +85,8 @@ async fn a_direct_message_reaches_a_user_on_the_other_server_at_once() {
 
 #[tokio::test]
 async fn a_broadcast_reaches_users_on_every_server_but_the_sender() {
-    let pg = PgServer::start().await;
-    let nats = NatsServer::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let a = node_in_process(&pg, &nats, files.path()).await;
-    let b = node_in_process(&pg, &nats, files.path()).await;
+    let nodes = TwoNodes::start().await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let mut alice = a.signed_in("alice").await;
     let mut carol = a.signed_in("carol").await;
     let mut bob = b.signed_in("bob").await;

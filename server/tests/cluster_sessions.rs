@@ -14,7 +14,7 @@ mod common;
 
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{node_in_process, patience, signal, spawn_node, Peer};
+use common::{patience, signal, spawn_node, Peer, TwoNodes};
 use proto::limits::BROADCAST_BIT;
 use proto::{ErrorCode, Packet};
 use rustix::process::Signal;
@@ -51,11 +51,8 @@ async fn resume(new: &mut Peer, old: &Peer) {
 
 #[tokio::test]
 async fn one_name_signed_in_on_two_nodes_at_once_is_taken_by_exactly_one() {
-    let pg = PgServer::start().await;
-    let nats = NatsServer::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let a = node_in_process(&pg, &nats, files.path()).await;
-    let b = node_in_process(&pg, &nats, files.path()).await;
+    let nodes = TwoNodes::start().await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let mut winners = Vec::new();
     for round in 0..5 {
         let name = format!("racer{round}");
@@ -99,11 +96,8 @@ async fn one_name_signed_in_on_two_nodes_at_once_is_taken_by_exactly_one() {
 
 #[tokio::test]
 async fn resume_on_the_other_node_moves_the_session_and_redelivers_what_was_not_acknowledged() {
-    let pg = PgServer::start().await;
-    let nats = NatsServer::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let a = node_in_process(&pg, &nats, files.path()).await;
-    let b = node_in_process(&pg, &nats, files.path()).await;
+    let nodes = TwoNodes::start().await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let mut alice = a.signed_in("alice").await;
     let mut bob = b.signed_in("bob").await;
 

@@ -416,6 +416,34 @@ pub async fn node_in_process(
         .expect("a server starts in time")
 }
 
+/// Two in-process nodes on a PostgreSQL and a nats-server of their own.
+/// Fields drop in order: the nodes stop before their services.
+pub struct TwoNodes {
+    pub a: TestServer,
+    pub b: TestServer,
+    _files: TempDir,
+    _nats: nats::NatsServer,
+    _pg: postgres::PgServer,
+}
+
+impl TwoNodes {
+    /// Starts PostgreSQL, nats-server and two nodes on them.
+    pub async fn start() -> Self {
+        let pg = postgres::PgServer::start().await;
+        let nats = nats::NatsServer::start().await;
+        let files = tempfile::tempdir().unwrap();
+        let a = node_in_process(&pg, &nats, files.path()).await;
+        let b = node_in_process(&pg, &nats, files.path()).await;
+        Self {
+            a,
+            b,
+            _files: files,
+            _nats: nats,
+            _pg: pg,
+        }
+    }
+}
+
 /// Starts `chat-server --listen 127.0.0.1:0 ARGS` (in `cwd`, if given) and
 /// reads the address it prints. Killed when dropped.
 async fn spawn_server(
