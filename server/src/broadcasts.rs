@@ -10,7 +10,7 @@
 //! above it acknowledged out of order ([`Owed`]), so a session costs the
 //! same however many broadcasts go by.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -45,8 +45,17 @@ pub(crate) struct Log {
     first: u64,
     /// Number → position, for the entries kept.
     positions: HashMap<u64, u64>,
+    /// Numbers of broadcasts that left the log, the most recent
+    /// [`FORGOTTEN`]` × keep`, oldest first: one read again from the
+    /// store (a catch-up) is recognised as old, not fanned out again.
+    forgotten: VecDeque<u64>,
+    forgotten_set: HashSet<u64>,
     keep: usize,
 }
+
+/// How many times the log's size of numbers it remembers after their
+/// broadcasts left it.
+const FORGOTTEN: usize = 4;
 
 impl Log {
     /// A log keeping the `keep` most recent broadcasts.
@@ -55,15 +64,17 @@ impl Log {
             entries: VecDeque::new(),
             first: 0,
             positions: HashMap::new(),
+            forgotten: VecDeque::new(),
+            forgotten_set: HashSet::new(),
             keep: keep.max(1),
         }
     }
 
     /// Records a broadcast from `sender`, as the encoded packet delivered,
     /// and returns its position; `None` if a broadcast of that number is
-    /// logged already (the same one, arriving twice).
+    /// logged already, or was not long ago (the same one, arriving twice).
     pub(crate) fn insert(&mut self, number: u64, sender: u64, bytes: Bytes) -> Option<u64> {
-        if self.positions.contains_key(&number) {
+        if self.positions.contains_key(&number) || self.forgotten_set.contains(&number) {
             return None;
         }
         let position = self.next();
@@ -77,9 +88,21 @@ impl Log {
             if let Some(old) = self.entries.pop_front() {
                 self.positions.remove(&old.number);
                 self.first += 1;
+                self.forget(old.number);
             }
         }
         Some(position)
+    }
+
+    fn forget(&mut self, number: u64) {
+        if self.forgotten_set.insert(number) {
+            self.forgotten.push_back(number);
+        }
+        while self.forgotten.len() > self.keep.saturating_mul(FORGOTTEN) {
+            if let Some(old) = self.forgotten.pop_front() {
+                self.forgotten_set.remove(&old);
+            }
+        }
     }
 
     /// Where a session that starts now stands: it owes nothing logged so far.
@@ -251,6 +274,24 @@ mod tests {
         assert_eq!(packets(log.owed(&owed, 7)), vec![b(20)]);
         assert_eq!(log.insert(20, 8, b(20)), None, "the same broadcast twice");
         assert_eq!(packets(log.owed(&owed, 7)), vec![b(20)]);
+    }
+
+    /// A broadcast that left the log, read again from the store by a
+    /// catch-up, is not logged (and so not fanned out) again, while the
+    /// log remembers its number.
+    #[test]
+    fn a_broadcast_that_left_the_log_is_not_taken_again() {
+        let mut log = Log::new(2);
+        for n in 1..=3 {
+            assert!(log.insert(n, 9, b(n)).is_some());
+        }
+        assert_eq!(log.position(1), None, "1 left the log");
+        assert_eq!(log.insert(1, 9, b(1)), None, "but is remembered");
+        // Remembered are the last 4 × 2 numbers to leave.
+        for n in 4..=12 {
+            log.insert(n, 9, b(n));
+        }
+        assert!(log.insert(1, 9, b(1)).is_some(), "long forgotten");
     }
 
     proptest! {

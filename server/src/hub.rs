@@ -396,12 +396,13 @@ impl Hub {
 
     /// [`Hub::broadcast`] of broadcasts that `sender` sent through another
     /// process: they reach every session here but `sender`'s own. A
-    /// number logged already (the bus repeated it) is not sent again.
-    pub(crate) fn broadcast_from_afar(&self, sender: u64, batch: &[(u64, Bytes)]) {
-        self.fan_out(sender, None, batch);
+    /// number seen already (the bus repeated it, or a catch-up read it
+    /// again) is not sent again. Returns how many were new.
+    pub(crate) fn broadcast_from_afar(&self, sender: u64, batch: &[(u64, Bytes)]) -> usize {
+        self.fan_out(sender, None, batch)
     }
 
-    fn fan_out(&self, user: u64, sender: Option<&Session>, batch: &[(u64, Bytes)]) {
+    fn fan_out(&self, user: u64, sender: Option<&Session>, batch: &[(u64, Bytes)]) -> usize {
         let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let (positions, first, next) = {
             let mut log = self.log();
@@ -431,7 +432,7 @@ impl Hub {
             .map(|(b, _)| b)
             .collect();
         if batch.is_empty() {
-            return;
+            return 0;
         }
         let sessions: Vec<Arc<Session>> = self.lock().by_id.values().cloned().collect();
         let frames: Vec<Bytes> = batch.iter().map(|(_, b)| b.clone()).collect();
@@ -459,6 +460,7 @@ impl Hub {
             }
         }
         metrics::counter!(names::DELIVERIES, "path" => "live_broadcast").increment(sent);
+        batch.len()
     }
 
     /// Removes and returns the sessions silent for `timeout` or longer.

@@ -51,6 +51,9 @@ pub mod names {
     /// Counter: catch-ups: passes reading the mailboxes of attached users
     /// again, after a NATS reconnection, an overflow, or a peer's request.
     pub const BUS_CATCH_UPS: &str = "chat_bus_catch_ups_total";
+    /// Counter: broadcasts a catch-up found in PostgreSQL that had not
+    /// reached this node (NATS lost them, or their node died first).
+    pub const BUS_CAUGHT_UP_BROADCASTS: &str = "chat_bus_caught_up_broadcasts_total";
     /// Gauge: uploads and downloads open.
     pub const TRANSFERS: &str = "chat_transfers";
     /// Counter: file bytes moved, by `direction` (up, down).
@@ -184,6 +187,10 @@ fn describe() {
     describe_counter!(
         BUS_CATCH_UPS,
         "mailbox catch-ups after the bus may have lost messages"
+    );
+    describe_counter!(
+        BUS_CAUGHT_UP_BROADCASTS,
+        "broadcasts found by catch-ups that the bus had not brought"
     );
     describe_gauge!(TRANSFERS, "uploads and downloads open");
     describe_counter!(FILE_BYTES, Unit::Bytes, "file bytes moved, by direction");

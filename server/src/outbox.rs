@@ -279,6 +279,17 @@ impl Outbox {
     }
 }
 
+/// A broadcast kept in the store as the (delivery number, packet) that is
+/// fanned out.
+pub(crate) fn kept_broadcast(b: &crate::store::KeptBroadcast) -> Option<(u64, Bytes)> {
+    let packet = Packet::IncomingMessage {
+        from: b.sender,
+        message: b.delivery,
+        body: b.body.clone(),
+    };
+    encode(&packet).map(|bytes| (b.delivery, bytes))
+}
+
 /// A packet as bytes to queue; `None` (logged) if it cannot be encoded,
 /// which the server's own packets never are.
 pub(crate) fn encode(packet: &Packet) -> Option<Bytes> {

@@ -294,6 +294,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         mailbox_bytes: config.max_mailbox_bytes,
         user_files: config.max_user_files,
         queue: config.store_queue,
+        broadcasts_kept: config.max_pending_broadcasts,
+        storage_quota: config.storage_quota,
+        min_file_charge: config.min_file_charge,
     };
     let full_sync = config.sync == "full";
     if config.nats.is_some() && config.postgres.is_none() {
@@ -399,7 +402,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         accounts,
         quota: Quota::new(
             recovered.bytes_stored,
-            config.storage_quota,
+            // With PostgreSQL the database keeps the quota for every node
+            // together (its `storage` row); here only each user's uploads.
+            if config.postgres.is_some() {
+                u64::MAX
+            } else {
+                config.storage_quota
+            },
             config.max_user_reserved,
             config.min_file_charge,
         ),
@@ -450,7 +459,9 @@ async fn run(
         doors.tracker.clone(),
     );
     tracker.spawn(expire_sessions(ctx.clone(), shutdown.clone()));
-    tracker.spawn(upkeep(ctx.clone(), shutdown.clone()));
+    // A peer's lease ended: its unfinished uploads go at the next tick.
+    let prune_now = Arc::new(tokio::sync::Notify::new());
+    tracker.spawn(upkeep(ctx.clone(), prune_now.clone(), shutdown.clone()));
     if let (Some(lease), Some(db)) = (ctx.lease.clone(), node_lease) {
         let length = ctx.config.lease();
         let bus_ctx = ctx.clone();
@@ -459,7 +470,10 @@ async fn run(
             db,
             length,
             shutdown.clone(),
-            move || bus_ctx.bus.peer_ended(),
+            move || {
+                bus_ctx.bus.peer_ended();
+                prune_now.notify_one();
+            },
         ));
     }
     if let Bus::Nats(bus) = &ctx.bus {
@@ -635,8 +649,14 @@ fn raise_open_files_limit() {
 }
 
 /// The server's housekeeping: idle transfers are closed, the free disk
-/// space is read, and old mail and session records are pruned.
-async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
+/// space is read, and old mail and session records are pruned (and, in a
+/// cluster, the unfinished uploads of dead nodes), also when `prune_now`
+/// is notified.
+async fn upkeep(
+    ctx: Arc<Context>,
+    prune_now: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let idle = ctx.config.transfer_idle_timeout();
     let prune_every = [
         Some(ctx.config.session_record_age()),
@@ -657,6 +677,7 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = prune_now.notified() => last_prune = None,
             now = interval.tick() => {
                 let swept: usize = ctx.hub.all().iter().map(|s| s.transfers.sweep(idle)).sum();
                 if swept > 0 {
@@ -671,10 +692,23 @@ async fn upkeep(ctx: Arc<Context>, shutdown: CancellationToken) {
                 if last_prune.is_none_or(|t| now.duration_since(t) >= prune_every) {
                     last_prune = Some(now);
                     match ctx.store.prune(ctx.config.session_record_age(), ctx.config.mail_expiry()).await {
-                        Ok(p) if p.sessions + p.messages > 0 => {
-                            tracing::info!(sessions = p.sessions, messages = p.messages, "pruned");
+                        Ok(p) => {
+                            if p.sessions + p.messages > 0 || !p.uploads.is_empty() {
+                                tracing::info!(
+                                    sessions = p.sessions,
+                                    messages = p.messages,
+                                    dead_nodes_uploads = p.uploads.len(),
+                                    "pruned"
+                                );
+                            }
+                            if !p.uploads.is_empty() {
+                                let blobs = ctx.blobs.clone();
+                                let _ = tokio::task::spawn_blocking(move || {
+                                    p.uploads.iter().for_each(|f| blobs.discard(*f))
+                                })
+                                .await;
+                            }
                         }
-                        Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "pruning failed"),
                     }
                 }

@@ -14,7 +14,7 @@ mod common;
 
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{patience, signal, spawn_node, Peer, TwoNodes};
+use common::{node_in_process, patience, signal, spawn_node, Peer, TwoNodes};
 use proto::limits::BROADCAST_BIT;
 use proto::{ErrorCode, Packet};
 use rustix::process::Signal;
@@ -228,4 +228,53 @@ async fn a_node_paused_past_its_lease_loses_its_sessions_and_fences_itself() {
     carol_b.message(alice.user, 1, "still one alice").await;
     let (_, _, body) = alice_b.incoming().await;
     assert_eq!(&body[..], b"still one alice");
+}
+
+/// The node holding a session is killed (kill -9) with a direct message
+/// and a broadcast delivered there and not acknowledged. SESSION PRESERVE
+/// on another node takes the session over without waiting for the dead
+/// node's lease, and both come again: the direct message from the
+/// mailbox, the broadcast from the ones PostgreSQL keeps (the dead node
+/// cannot hand over what it owed).
+#[tokio::test]
+async fn resume_after_the_node_was_killed_redelivers_direct_messages_and_broadcasts() {
+    let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let (mut a, a_addr) = spawn_node(&pg, &nats, files.path(), &[]).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
+    let mut alice = Peer::connect(a_addr).await;
+    alice.sign_in("alice").await;
+    let mut bob = b.signed_in("bob").await;
+
+    bob.message(alice.user, 1, "unacknowledged").await;
+    let session = bob.session;
+    bob.send(Packet::BroadcastRequest {
+        session,
+        message: 2,
+        body: bytes::Bytes::from_static(b"to all"),
+    })
+    .await;
+    assert_eq!(bob.recv().await, Packet::BroadcastResponse { message: 2 });
+    let mut before = vec![alice.incoming().await, alice.incoming().await];
+    before.sort_by_key(|(_, n, _)| *n);
+
+    a.start_kill().unwrap();
+    tokio::time::timeout(patience(), a.wait())
+        .await
+        .expect("node a dies in time")
+        .unwrap();
+    let mut moved = b.peer().await;
+    resume(&mut moved, &alice).await;
+    let mut again = vec![moved.incoming().await, moved.incoming().await];
+    again.sort_by_key(|(_, n, _)| *n);
+    assert_eq!(again, before);
+    assert_ne!(again[1].1 & BROADCAST_BIT, 0);
+    for (_, n, _) in &again {
+        moved.ack(*n).await;
+    }
+    // Alice is online once, on node B.
+    let mut online = vec![alice.user, bob.user];
+    online.sort_unstable();
+    assert_eq!(moved.users().await, online);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::patience;
 use common::postgres::PgServer;
-use server::store::{FileRefused, Pending, Store, StoreError, StoreLimits, Stored};
+use server::store::{FileRefused, NodeLease, Pending, Store, StoreError, StoreLimits, Stored};
 use tempfile::TempDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,21 +315,27 @@ async fn a_resent_message_is_stored_once(kind: Kind) {
     new_number(direct(s, carol, 7, bob, b"carol's").await);
     // Broadcasts share the sender's numbering.
     assert_eq!(
-        t(t(s.store_broadcast(alice, 7)).await.wait())
+        t(t(s.store_broadcast(alice, 7, Bytes::from_static(b"hi")))
             .await
-            .unwrap(),
+            .wait())
+        .await
+        .unwrap(),
         Stored::Duplicate
     );
     assert!(matches!(
-        t(t(s.store_broadcast(alice, 9)).await.wait())
+        t(t(s.store_broadcast(alice, 9, Bytes::from_static(b"hi")))
             .await
-            .unwrap(),
+            .wait())
+        .await
+        .unwrap(),
         Stored::New(_)
     ));
     assert_eq!(
-        t(t(s.store_broadcast(alice, 9)).await.wait())
+        t(t(s.store_broadcast(alice, 9, Bytes::from_static(b"hi")))
             .await
-            .unwrap(),
+            .wait())
+        .await
+        .unwrap(),
         Stored::Duplicate
     );
     let bodies: Vec<Vec<u8>> = e.mailbox(bob).await.into_iter().map(|(_, b)| b).collect();
@@ -440,7 +446,11 @@ async fn delivery_and_broadcast_numbers_increase(kind: Kind) {
     }
     let mut last_broadcast = 0;
     for n in 1000..1010 {
-        let Stored::New(b) = t(t(s.store_broadcast(bob, n)).await.wait()).await.unwrap() else {
+        let Stored::New(b) = t(t(s.store_broadcast(bob, n, Bytes::from_static(b"hi")))
+            .await
+            .wait())
+        .await
+        .unwrap() else {
             panic!("a new broadcast")
         };
         assert!(b > last_broadcast && b < 1 << 63);
@@ -456,7 +466,10 @@ async fn files_are_listed_once_complete_and_capped_per_user(kind: Kind) {
     let e = Engine::open(kind, limits).await;
     let (alice, bob) = (sign_in(&e, "alice").await, sign_in(&e, "bob").await);
     let s = e.store();
-    let a = t(s.create_file("a.txt", 10, alice)).await.unwrap().unwrap();
+    let a = t(s.create_file("a.txt", 10, alice, 0))
+        .await
+        .unwrap()
+        .unwrap();
     let meta = t(s.file(a)).await.unwrap().expect("its row");
     assert_eq!(
         (meta.name.as_str(), meta.size, meta.complete),
@@ -469,18 +482,18 @@ async fn files_are_listed_once_complete_and_capped_per_user(kind: Kind) {
     t(s.complete_file(a)).await.unwrap();
     assert!(t(s.file(a)).await.unwrap().unwrap().complete);
     assert_eq!(t(s.files()).await.unwrap(), [a]);
-    let b = t(s.create_file("b", u32::MAX, alice))
+    let b = t(s.create_file("b", u32::MAX, alice, 0))
         .await
         .unwrap()
         .unwrap();
     assert!(b > a);
     assert_eq!(t(s.file(b)).await.unwrap().unwrap().size, u32::MAX);
     assert_eq!(
-        t(s.create_file("c", 1, alice)).await.unwrap(),
+        t(s.create_file("c", 1, alice, 0)).await.unwrap(),
         Err(FileRefused::TooManyFiles(2))
     );
     // Another user has a limit of their own.
-    let c = t(s.create_file("c", 1, bob)).await.unwrap().unwrap();
+    let c = t(s.create_file("c", 1, bob, 0)).await.unwrap().unwrap();
     // Discarding forgets an unfinished upload only.
     t(s.discard_file(b)).await.unwrap();
     t(s.discard_file(a)).await.unwrap();
@@ -488,7 +501,7 @@ async fn files_are_listed_once_complete_and_capped_per_user(kind: Kind) {
     assert!(t(s.file(a)).await.unwrap().is_some());
     t(s.complete_file(c)).await.unwrap();
     assert_eq!(t(s.files()).await.unwrap(), [a, c]);
-    assert!(t(s.create_file("d", 1, alice)).await.unwrap().is_ok());
+    assert!(t(s.create_file("d", 1, alice, 0)).await.unwrap().is_ok());
 }
 
 async fn old_mail_and_session_records_are_pruned(kind: Kind) {
@@ -607,18 +620,23 @@ async fn reopening_keeps_everything_and_numbers_go_on(kind: Kind) {
     let mut e = Engine::open(kind, limits()).await;
     let (alice, bob) = (sign_in(&e, "alice").await, sign_in(&e, "bob").await);
     let last = new_number(direct(e.store(), alice, 1, bob, b"kept").await);
-    let Stored::New(broadcast) = t(t(e.store().store_broadcast(alice, 2)).await.wait())
+    let Stored::New(broadcast) =
+        t(t(e
+            .store()
+            .store_broadcast(alice, 2, Bytes::from_static(b"hi")))
+        .await
+        .wait())
         .await
         .unwrap()
     else {
         panic!("a new broadcast")
     };
-    let done = t(e.store().create_file("done", 1, alice))
+    let done = t(e.store().create_file("done", 1, alice, 0))
         .await
         .unwrap()
         .unwrap();
     t(e.store().complete_file(done)).await.unwrap();
-    let unfinished = t(e.store().create_file("part", 1, alice))
+    let unfinished = t(e.store().create_file("part", 1, alice, 0))
         .await
         .unwrap()
         .unwrap();
@@ -632,10 +650,11 @@ async fn reopening_keeps_everything_and_numbers_go_on(kind: Kind) {
         Stored::Duplicate
     );
     assert!(new_number(direct(s, alice, 3, bob, b"next").await) > last);
-    let Stored::New(b) = t(t(s.store_broadcast(alice, 4)).await.wait())
+    let Stored::New(b) = t(t(s.store_broadcast(alice, 4, Bytes::from_static(b"hi")))
         .await
-        .unwrap()
-    else {
+        .wait())
+    .await
+    .unwrap() else {
         panic!("a new broadcast")
     };
     assert!(b > broadcast);
@@ -801,4 +820,158 @@ async fn several_engines_starting_at_once_all_open() {
     }
     let alice = t(stores[0].sign_in("alice")).await.unwrap();
     assert_eq!(t(stores[3].sign_in("alice")).await.unwrap(), alice);
+}
+
+/// Ends node `id`'s lease now, by PostgreSQL's clock, as if it had died.
+async fn end_lease(pg: &PgServer, id: u64) {
+    pg.client()
+        .await
+        .execute(
+            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = $1",
+            &[&(id as i64)],
+        )
+        .await
+        .expect("the lease ends");
+}
+
+/// The storage quota is kept in the database for every process together:
+/// what one reserves, the other cannot; a discarded upload gives it back;
+/// the unfinished uploads of a node whose lease ended are pruned (their
+/// numbers returned for their bodies to go) and give their bytes back,
+/// while a live node's are left alone.
+#[tokio::test]
+async fn the_storage_quota_is_shared_and_dead_nodes_uploads_are_pruned() {
+    let pg = PgServer::start().await;
+    let limits = StoreLimits {
+        storage_quota: 100,
+        min_file_charge: 10,
+        ..StoreLimits::default()
+    };
+    let db = Db::Postgres(pg);
+    let (one, _w1) = open_on(&db, limits).await;
+    let (two, _w2) = open_on(&db, limits).await;
+    let Db::Postgres(pg) = &db else {
+        unreachable!()
+    };
+    let lease = Duration::from_secs(60);
+    let (_a, a) = t(NodeLease::join(&pg.url(), "a", lease)).await.unwrap();
+    let (_b, b) = t(NodeLease::join(&pg.url(), "b", lease)).await.unwrap();
+    let alice = t(one.sign_in("alice")).await.unwrap();
+    let bob = t(two.sign_in("bob")).await.unwrap();
+
+    let first = t(one.create_file("first", 60, alice, a))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        t(two.create_file("second", 50, bob, b)).await.unwrap(),
+        Err(FileRefused::StorageFull),
+        "60 of 100 bytes are reserved through the other process"
+    );
+    // A small file is charged the minimum: 60 + 10 + 30 = 100.
+    let small = t(two.create_file("small", 1, bob, b))
+        .await
+        .unwrap()
+        .unwrap();
+    let live = t(two.create_file("live", 30, bob, b))
+        .await
+        .unwrap()
+        .unwrap();
+    t(two.complete_file(small)).await.unwrap();
+    assert_eq!(
+        t(two.create_file("more", 1, bob, b)).await.unwrap(),
+        Err(FileRefused::StorageFull)
+    );
+    t(one.discard_file(live)).await.unwrap();
+    let again = t(two.create_file("again", 30, bob, b))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Node a dies with `first` unfinished: pruning (on either process)
+    // removes it, not b's unfinished `again`, and its 60 bytes are free.
+    let day = Duration::from_secs(86_400);
+    let nothing = t(two.prune(day, None)).await.unwrap();
+    assert!(nothing.uploads.is_empty(), "a's lease holds: {nothing:?}");
+    end_lease(pg, a).await;
+    let pruned = t(two.prune(day, None)).await.unwrap();
+    assert_eq!(pruned.uploads, vec![first]);
+    assert_eq!(t(one.file(first)).await.unwrap(), None);
+    assert!(t(one.file(again)).await.unwrap().is_some());
+    t(one.create_file("room", 60, alice, b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        t(two.prune(day, None)).await.unwrap().uploads,
+        Vec::<u64>::new()
+    );
+}
+
+/// Broadcast bodies are kept, the newest `broadcasts_kept` by number, and
+/// read back since a node joined (all of them, oldest first) or since a
+/// session began (without its user's own).
+#[tokio::test]
+async fn broadcasts_are_kept_trimmed_and_read_back() {
+    let limits = StoreLimits {
+        broadcasts_kept: 4,
+        ..StoreLimits::default()
+    };
+    let e = Engine::open(Kind::Postgres, limits).await;
+    let Db::Postgres(pg) = &e.db else {
+        unreachable!()
+    };
+    let s = e.store();
+    let (alice, bob) = (sign_in(&e, "alice").await, sign_in(&e, "bob").await);
+    let session = t(s.new_session(bob)).await.unwrap();
+    let mut numbers = Vec::new();
+    for n in 1..=6u64 {
+        let from = if n % 2 == 0 { bob } else { alice };
+        let body = Bytes::from(format!("b{n}"));
+        let Stored::New(id) = t(t(s.store_broadcast(from, n, body)).await.wait())
+            .await
+            .unwrap()
+        else {
+            panic!("a new broadcast");
+        };
+        numbers.push(id | proto::limits::BROADCAST_BIT);
+    }
+    // A repeat is not kept again.
+    assert_eq!(
+        t(t(s.store_broadcast(alice, 5, Bytes::from_static(b"x")))
+            .await
+            .wait())
+        .await
+        .unwrap(),
+        Stored::Duplicate
+    );
+    let (_node, node) = t(NodeLease::join(&pg.url(), "n", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let kept = t(s.recent_broadcasts(node)).await.unwrap();
+    // The node joined after all six were sent.
+    assert!(kept.is_empty(), "{kept:?}");
+    pg.client()
+        .await
+        .execute(
+            "UPDATE nodes SET started_at = started_at - interval '1 hour'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kept = t(s.recent_broadcasts(node)).await.unwrap();
+    let got: Vec<(u64, u64, Bytes)> = kept
+        .into_iter()
+        .map(|k| (k.delivery, k.sender, k.body))
+        .collect();
+    let want: Vec<(u64, u64, Bytes)> = (3..=6u64)
+        .map(|n| {
+            let from = if n % 2 == 0 { bob } else { alice };
+            (numbers[n as usize - 1], from, Bytes::from(format!("b{n}")))
+        })
+        .collect();
+    assert_eq!(got, want, "the newest four, oldest first");
+    let for_bob = t(s.broadcasts_for_session(session, bob)).await.unwrap();
+    let bodies: Vec<Bytes> = for_bob.into_iter().map(|k| k.body).collect();
+    assert_eq!(bodies, vec![Bytes::from("b3"), Bytes::from("b5")]);
 }

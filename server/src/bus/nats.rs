@@ -32,8 +32,9 @@
 //! NATS itself may lose messages while a connection is down, so after
 //! every reconnection (and when a subscription overflowed, or a peer asks)
 //! the process reads the mailboxes of its attached users again
-//! ([`crate::redelivery::catch_up`]). Broadcasts are not stored, so one
-//! lost by NATS stays lost to the processes that missed it.
+//! ([`crate::redelivery::catch_up`]), and the broadcasts PostgreSQL keeps
+//! (the most recent `--max-pending-broadcasts`), fanning out those it has
+//! not seen.
 //!
 //! Not covered yet: a session whose redelivery is running when a catch-up
 //! comes reads the rest of its mailbox from where that read stands, so a
@@ -395,7 +396,13 @@ impl NatsBus {
                     sessions += 1;
                 }
             }
-            tracing::info!(sessions, "caught up from the store");
+            let Some(broadcasts) = catch_up_broadcasts(&ctx).await else {
+                // PostgreSQL did not answer: again in a second.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.signals.catch_up.notify_one();
+                continue;
+            };
+            tracing::info!(sessions, broadcasts, "caught up from the store");
         }
     }
 
@@ -494,6 +501,28 @@ impl Drop for NatsBus {
     }
 }
 
+/// Fans out the broadcasts kept in PostgreSQL since this node joined that
+/// it has not seen (NATS lost them, or their node died before publishing
+/// them); returns how many, or `None` if PostgreSQL could not be read.
+/// Those it has seen are recognised by number.
+async fn catch_up_broadcasts(ctx: &Context) -> Option<usize> {
+    let kept = match ctx.store.recent_broadcasts(ctx.node()).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the broadcasts kept");
+            return None;
+        }
+    };
+    let mut new = 0;
+    for b in &kept {
+        if let Some(one) = crate::outbox::kept_broadcast(b) {
+            new += ctx.hub.broadcast_from_afar(b.sender, &[one]);
+        }
+    }
+    metrics::counter!(names::BUS_CAUGHT_UP_BROADCASTS).increment(new as u64);
+    Some(new)
+}
+
 /// Reads one user's direct messages while the user has a session here.
 async fn read_user(
     client: async_nats::Client,
@@ -521,7 +550,9 @@ async fn read_broadcasts(mut sub: async_nats::Subscriber, node: u64, hub: Arc<Hu
     while let Some(message) = sub.next().await {
         match decode_broadcasts(message.payload) {
             Some((from, _, _)) if from == node => {}
-            Some((_, sender, batch)) => hub.broadcast_from_afar(sender, &batch),
+            Some((_, sender, batch)) => {
+                hub.broadcast_from_afar(sender, &batch);
+            }
             None => tracing::warn!("a malformed broadcast on NATS"),
         }
     }

@@ -155,7 +155,11 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
             )
         }
     };
-    let file = match ctx.store.create_file(&name, size, session.user).await {
+    let file = match ctx
+        .store
+        .create_file(&name, size, session.user, ctx.node())
+        .await
+    {
         Ok(Ok(file)) => file,
         Ok(Err(crate::store::FileRefused::TooManyFiles(n))) => {
             return conn.error(
@@ -163,6 +167,14 @@ pub(super) async fn upload(conn: &Connection, session: &Arc<Session>, size: u32,
                 ErrorCode::TooLarge,
                 0,
                 format!("you have {n} files on the server, the most one user may have"),
+            )
+        }
+        Ok(Err(crate::store::FileRefused::StorageFull)) => {
+            return conn.error(
+                T,
+                ErrorCode::TooLarge,
+                0,
+                "the server's storage quota is used up",
             )
         }
         Err(e) => return super::session::server_error(conn, T, 0, &e),

@@ -73,7 +73,11 @@ impl Pipeline {
                     .store_direct(session.user, message, to, body.clone())
                     .await
             }
-            None => store.store_broadcast(session.user, message).await,
+            None => {
+                store
+                    .store_broadcast(session.user, message, body.clone())
+                    .await
+            }
         };
         self.started.push(Started {
             message,
@@ -218,7 +222,7 @@ pub(super) async fn broadcast(conn: &Connection, session: &Session, message: u64
     let outcome = conn
         .ctx
         .store
-        .store_broadcast(session.user, message)
+        .store_broadcast(session.user, message, body.clone())
         .await
         .wait()
         .await;

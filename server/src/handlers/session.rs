@@ -216,9 +216,9 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
         }
         Err(e) => return server_error(conn, T, 0, &e),
     };
-    let mut handed = Vec::new();
+    let mut handed = None;
     if let Some((node, old)) = taken.replaced {
-        handed = ctx.bus.release(node, old).await.unwrap_or_default();
+        handed = ctx.bus.release(node, old).await;
         tracing::info!(
             user,
             session = quoted,
@@ -226,6 +226,22 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
             "session moved to this node"
         );
     }
+    if handed.is_none() && taken.from != ctx.node() {
+        // The node that had it is dead, or did not answer: which
+        // broadcasts it owed is unknown, so every broadcast kept since the
+        // session began comes again (the client drops what it has shown).
+        match ctx.store.broadcasts_for_session(quoted, user).await {
+            Ok(kept) => {
+                handed = Some(
+                    kept.iter()
+                        .filter_map(crate::outbox::kept_broadcast)
+                        .collect(),
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, user, "cannot read the broadcasts kept"),
+        }
+    }
+    let handed = handed.unwrap_or_default();
     let session = match ctx.hub.get(quoted) {
         Some(session) => session,
         None if taken.from == ctx.node() => {

@@ -34,6 +34,8 @@ pub(in crate::store) enum Command {
     StoreBroadcast {
         from: u64,
         number: u64,
+        /// The packet delivered, kept by engines that keep broadcasts.
+        body: Bytes,
         reply: oneshot::Sender<Result<Stored, StoreError>>,
     },
     Ack(u64, u64, oneshot::Sender<Result<(), StoreError>>),
@@ -41,6 +43,8 @@ pub(in crate::store) enum Command {
         name: String,
         size: u32,
         uploader: u64,
+        /// The node receiving the upload (0 alone).
+        node: u64,
         reply: oneshot::Sender<Result<Result<u64, FileRefused>, StoreError>>,
     },
     CompleteFile(u64, oneshot::Sender<Result<(), StoreError>>),

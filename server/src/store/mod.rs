@@ -79,6 +79,9 @@ pub enum Stored {
 pub enum FileRefused {
     /// The uploader has this many files (stored or uploading), the limit.
     TooManyFiles(u64),
+    /// The storage quota of the cluster is used up (PostgreSQL: the
+    /// quota is kept in the database, for every node together).
+    StorageFull,
 }
 
 /// Limits the store enforces inside its transactions, where they are exact.
@@ -92,6 +95,13 @@ pub struct StoreLimits {
     pub user_files: u64,
     /// Requests waiting for the writer at most.
     pub queue: usize,
+    /// Broadcast bodies kept for catch-ups (PostgreSQL), the most recent.
+    pub broadcasts_kept: usize,
+    /// Bytes of files stored or being uploaded, for the whole cluster
+    /// (PostgreSQL; alone the server's own quota keeps it).
+    pub storage_quota: u64,
+    /// Bytes each file is charged at least.
+    pub min_file_charge: u64,
 }
 
 impl Default for StoreLimits {
@@ -101,17 +111,34 @@ impl Default for StoreLimits {
             mailbox_bytes: 64 << 20,
             user_files: 10_000,
             queue: 4096,
+            broadcasts_kept: 1000,
+            storage_quota: u64::MAX,
+            min_file_charge: 0,
         }
     }
 }
 
 /// What one round of pruning removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pruned {
     /// Records of session numbers older than the retention.
     pub sessions: u64,
     /// Unread messages older than the mail expiry.
     pub messages: u64,
+    /// Unfinished uploads of nodes whose lease has ended (PostgreSQL),
+    /// whose rows are gone: their partial bodies are to be removed.
+    pub uploads: Vec<u64>,
+}
+
+/// A broadcast as kept for catch-ups (PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptBroadcast {
+    /// The delivery number (bit 63 set).
+    pub delivery: u64,
+    /// The sender's user number.
+    pub sender: u64,
+    /// The message.
+    pub body: Bytes,
 }
 
 /// A message waiting for its recipient's acknowledgement.
@@ -527,16 +554,43 @@ impl Store {
     }
 
     /// Numbers a broadcast once per (sender, number); its delivery number
-    /// is the returned id with bit 63 set. Bodies are not kept: a
-    /// broadcast lives only in the sessions it reaches. Queued like
-    /// [`Store::store_direct`].
-    pub async fn store_broadcast(&self, from: u64, number: u64) -> Pending<Stored> {
+    /// is the returned id with bit 63 set. SQLite keeps no
+    /// bodies (a broadcast lives in the sessions it reaches); PostgreSQL
+    /// keeps the most recent for catch-ups ([`Store::recent_broadcasts`]).
+    /// Queued like [`Store::store_direct`].
+    pub async fn store_broadcast(&self, from: u64, number: u64, body: Bytes) -> Pending<Stored> {
         self.queue(|reply| Command::StoreBroadcast {
             from,
             number,
+            body,
             reply,
         })
         .await
+    }
+
+    /// The broadcasts kept (PostgreSQL) that were committed since `node`
+    /// joined, oldest number first, at most as many as are kept: what a
+    /// catch-up compares with what the node has seen. Empty alone.
+    pub async fn recent_broadcasts(&self, node: u64) -> Result<Vec<KeptBroadcast>, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(Vec::new()),
+            Reads::Postgres(p) => postgres::reads::broadcasts_since_node(p, node).await,
+        }
+    }
+
+    /// The broadcasts kept (PostgreSQL) that were committed since
+    /// `session` began, but `user`'s own, oldest number first: what the
+    /// session may have been owed on a node that can no longer say.
+    /// Empty alone.
+    pub async fn broadcasts_for_session(
+        &self,
+        session: u64,
+        user: u64,
+    ) -> Result<Vec<KeptBroadcast>, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(Vec::new()),
+            Reads::Postgres(p) => postgres::reads::broadcasts_since_session(p, session, user).await,
+        }
     }
 
     /// The recipient acknowledged direct delivery `delivery`: forget it.
@@ -605,12 +659,14 @@ impl Store {
         name: &str,
         size: u32,
         uploader: u64,
+        node: u64,
     ) -> Result<Result<u64, FileRefused>, StoreError> {
         let name = name.to_owned();
         self.queue(|reply| Command::CreateFile {
             name,
             size,
             uploader,
+            node,
             reply,
         })
         .await

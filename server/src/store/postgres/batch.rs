@@ -57,12 +57,16 @@ pub(super) struct Statements {
     discard_file: Statement,
     prune_sessions: Statement,
     prune_mail: Statement,
+    reserve_storage: Statement,
+    insert_broadcasts: Statement,
+    trim_broadcasts: Statement,
+    prune_uploads: Statement,
 }
 
 impl Statements {
     /// Prepares them all, pipelined.
     pub(super) async fn prepare(c: &Client) -> Result<Self, StoreError> {
-        const SQL: [&str; 25] = [
+        const SQL: [&str; 29] = [
             "BEGIN",
             "COMMIT",
             "INSERT INTO senders (sender, numbers)
@@ -103,10 +107,13 @@ impl Statements {
             // exact with several writers.
             "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
             "SELECT count(*) FROM files WHERE uploader = $1",
-            "INSERT INTO files (name, size, uploader, complete, created_at)
-             VALUES ($1, $2, $3, FALSE, $4) RETURNING id",
+            "INSERT INTO files (name, size, uploader, complete, created_at, node)
+             VALUES ($1, $2, $3, FALSE, $4, $5) RETURNING id",
             "UPDATE files SET complete = TRUE WHERE id = $1",
-            "DELETE FROM files WHERE id = $1 AND NOT complete",
+            "WITH d AS (DELETE FROM files WHERE id = $1 AND NOT complete
+                        RETURNING GREATEST(size, $2) AS charge)
+             UPDATE storage SET used = used - COALESCE((SELECT sum(charge) FROM d), 0)::int8
+             WHERE id = 1",
             "DELETE FROM sessions WHERE id IN
                  (SELECT id FROM sessions WHERE created_at < $1 LIMIT $2)",
             "WITH d AS (
@@ -117,6 +124,26 @@ impl Statements {
              u AS (UPDATE mailboxes m SET messages = m.messages - s.n, bytes = m.bytes - s.b
                    FROM s WHERE m.recipient = s.recipient)
              SELECT COALESCE(sum(n), 0)::int8 FROM s",
+            // The storage quota, for every node together: the row is
+            // locked until the batch commits.
+            "UPDATE storage SET used = used + $1 WHERE id = 1 AND used + $1 <= $2 RETURNING used",
+            "INSERT INTO broadcasts (number, sender, body)
+             SELECT n, s, b FROM unnest($1::int8[], $2::int8[], $3::bytea[]) AS t(n, s, b)",
+            // All but the newest $1 (by number) go.
+            "DELETE FROM broadcasts WHERE number <=
+                 (SELECT number FROM broadcasts ORDER BY number DESC OFFSET $1 LIMIT 1)",
+            // Unfinished uploads of nodes whose lease has ended. A row
+            // without a node (written before schema v4) is left alone.
+            "WITH d AS (
+                 DELETE FROM files WHERE id IN
+                     (SELECT f.id FROM files f
+                      WHERE NOT f.complete AND f.node IS NOT NULL AND NOT EXISTS
+                          (SELECT 1 FROM nodes n WHERE n.id = f.node AND n.lease_until > now())
+                      LIMIT $2)
+                 RETURNING id, GREATEST(size, $1) AS charge),
+             u AS (UPDATE storage SET used = used - COALESCE((SELECT sum(charge) FROM d), 0)::int8
+                   WHERE id = 1)
+             SELECT id FROM d",
         ];
         let prepared = try_join_all(SQL.iter().map(|sql| c.prepare(sql)))
             .await
@@ -152,6 +179,10 @@ impl Statements {
             discard_file: next()?,
             prune_sessions: next()?,
             prune_mail: next()?,
+            reserve_storage: next()?,
+            insert_broadcasts: next()?,
+            trim_broadcasts: next()?,
+            prune_uploads: next()?,
         })
     }
 }
@@ -197,7 +228,11 @@ pub(super) async fn execute(
     batch: &[Command],
     limits: &StoreLimits,
 ) -> Result<(Vec<Outcome>, Option<u64>), StoreError> {
-    let Link { client: c, st } = link;
+    let Link {
+        client: c,
+        st,
+        since_trim,
+    } = link;
     let (c, st) = (&*c, &*st);
     let now = unix_now();
     let mut senders = Vec::new();
@@ -305,6 +340,7 @@ pub(super) async fn execute(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut changed: HashSet<i64> = HashSet::new();
     let (mut q_r, mut q_i, mut q_s, mut q_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut b_n, mut b_s, mut b_b) = (Vec::new(), Vec::new(), Vec::new());
     let mut highest = None;
     for command in batch {
         let outcome = match command {
@@ -353,7 +389,9 @@ pub(super) async fn execute(
                     Outcome::Stored(Stored::New(id as u64))
                 }
             }
-            Command::StoreBroadcast { from, number, .. } => {
+            Command::StoreBroadcast {
+                from, number, body, ..
+            } => {
                 let from_key = as_i64(*from);
                 match accepted.get_mut(&from_key) {
                     Some(Some(numbers)) => {
@@ -365,6 +403,9 @@ pub(super) async fn execute(
                             };
                             numbers.insert(*number);
                             changed.insert(from_key);
+                            b_n.push(id);
+                            b_s.push(from_key);
+                            b_b.push(body.as_ref());
                             Outcome::Stored(Stored::New(id as u64))
                         }
                     }
@@ -396,6 +437,14 @@ pub(super) async fn execute(
         deltas.iter().map(|d| d.1 .0).collect(),
         deltas.iter().map(|d| d.1 .1).collect(),
     );
+    // Kept broadcasts are trimmed to the newest `broadcasts_kept` once a
+    // quarter of that many were added here since the last trim.
+    *since_trim += b_n.len();
+    let trim = *since_trim > 0 && *since_trim >= (limits.broadcasts_kept / 4).max(1);
+    if trim {
+        *since_trim = 0;
+    }
+    let kept = i64::try_from(limits.broadcasts_kept).unwrap_or(i64::MAX);
     let second = vec![
         if q_r.is_empty() {
             skip()
@@ -425,6 +474,20 @@ pub(super) async fn execute(
                 &st.mailbox_deltas,
                 vec![Box::new(d_r), Box::new(d_m), Box::new(d_b)],
             )
+        },
+        if b_n.is_empty() {
+            skip()
+        } else {
+            run(
+                c,
+                &st.insert_broadcasts,
+                vec![Box::new(b_n), Box::new(b_s), Box::new(b_b)],
+            )
+        },
+        if trim {
+            run(c, &st.trim_broadcasts, vec![Box::new(kept)])
+        } else {
+            skip()
         },
         run(c, &st.commit, vec![]),
     ];
@@ -484,6 +547,7 @@ async fn rare(
             name,
             size,
             uploader,
+            node,
             ..
         } => {
             let uploader = as_i64(*uploader);
@@ -494,11 +558,26 @@ async fn rare(
                 .map_err(db)?
                 .try_get(0)
                 .map_err(db)?;
+            let charge = charge(u64::from(*size).max(limits.min_file_charge));
             if files.max(0) as u64 >= limits.user_files {
                 Outcome::File(Err(FileRefused::TooManyFiles(files as u64)))
+            } else if c
+                .query_opt(
+                    &st.reserve_storage,
+                    &[&charge, &self::charge(limits.storage_quota)],
+                )
+                .await
+                .map_err(db)?
+                .is_none()
+            {
+                Outcome::File(Err(FileRefused::StorageFull))
             } else {
+                let node = as_i64(*node);
                 let id: i64 = c
-                    .query_one(&st.insert_file, &[name, &i64::from(*size), &uploader, &now])
+                    .query_one(
+                        &st.insert_file,
+                        &[name, &i64::from(*size), &uploader, &now, &node],
+                    )
                     .await
                     .map_err(db)?
                     .try_get(0)
@@ -513,9 +592,12 @@ async fn rare(
             Outcome::Done
         }
         Command::DiscardFile(file, _) => {
-            c.execute(&st.discard_file, &[&as_i64(*file)])
-                .await
-                .map_err(db)?;
+            c.execute(
+                &st.discard_file,
+                &[&as_i64(*file), &charge(limits.min_file_charge)],
+            )
+            .await
+            .map_err(db)?;
             Outcome::Done
         }
         Command::Prune {
@@ -539,13 +621,32 @@ async fn rare(
                     n.max(0) as u64
                 }
             };
-            Outcome::Pruned(Pruned { sessions, messages })
+            let uploads = c
+                .query(
+                    &st.prune_uploads,
+                    &[&charge(limits.min_file_charge), &PRUNE_LIMIT],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| r.try_get::<_, i64>(0).map(|id| id as u64).map_err(db))
+                .collect::<Result<Vec<_>, _>>()?;
+            Outcome::Pruned(Pruned {
+                sessions,
+                messages,
+                uploads,
+            })
         }
         Command::StoreDirect { .. }
         | Command::StoreBroadcast { .. }
         | Command::Ack(..)
         | Command::Barrier(_) => Outcome::Done,
     })
+}
+
+/// Bytes as a BIGINT, saturating (a quota of `u64::MAX` means none).
+fn charge(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 /// The user number of `name`, created on first use. Two statements, not

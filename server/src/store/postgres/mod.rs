@@ -101,9 +101,8 @@ impl Target {
 /// bytes each.
 ///
 /// Unlike the SQLite engine, nothing is cleaned up here: an upload
-/// without its complete flag may be another live process's, so removing
-/// unfinished uploads is left to a janitor that knows which processes are
-/// alive (not written yet).
+/// without its complete flag may be another live process's. Pruning
+/// removes those of nodes whose lease has ended ([`super::Store::prune`]).
 pub(super) async fn open(
     target: &Target,
     min_file_charge: u64,
@@ -111,6 +110,17 @@ pub(super) async fn open(
     let mut client = target.connect().await?;
     schema::migrate(&mut client).await?;
     let charge = i64::try_from(min_file_charge).unwrap_or(i64::MAX);
+    // The cluster's storage quota row, counted once from the files when
+    // the first node of version 4 starts.
+    client
+        .execute(
+            "INSERT INTO storage (id, used)
+             SELECT 1, COALESCE(SUM(GREATEST(size, $1)), 0)::BIGINT FROM files
+             ON CONFLICT (id) DO NOTHING",
+            &[&charge],
+        )
+        .await
+        .map_err(db)?;
     let bytes_stored: i64 = client
         .query_one(
             "SELECT COALESCE(SUM(GREATEST(size, $1)), 0)::BIGINT FROM files WHERE complete",
@@ -159,12 +169,18 @@ pub(super) async fn open(
 pub(super) struct Link {
     client: Client,
     st: batch::Statements,
+    /// Broadcasts kept since the table was last trimmed by this writer.
+    since_trim: usize,
 }
 
 impl Link {
     async fn new(client: Client) -> Result<Self, StoreError> {
         let st = batch::Statements::prepare(&client).await?;
-        Ok(Self { client, st })
+        Ok(Self {
+            client,
+            st,
+            since_trim: 0,
+        })
     }
 }
 

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 
-use super::super::{Account, FileMeta, Queued, StoreError};
+use proto::limits::BROADCAST_BIT;
+
+use super::super::{Account, FileMeta, KeptBroadcast, Queued, StoreError};
 use super::{as_i64, db};
 
 /// A connection from the pool; failing to get one is a database error.
@@ -147,4 +149,66 @@ pub(in crate::store) async fn account_of(
         .map_err(db)?;
     let row = c.query_opt(&st, &[&as_i64(user)]).await.map_err(db)?;
     row.map(|r| r.try_get(0).map_err(db)).transpose()
+}
+
+/// Broadcasts kept, as the rows `rows` read (number, sender, body), oldest
+/// number first.
+fn kept(rows: Vec<tokio_postgres::Row>) -> Result<Vec<KeptBroadcast>, StoreError> {
+    let mut kept = rows
+        .iter()
+        .map(|r| {
+            Ok(KeptBroadcast {
+                delivery: r.try_get::<_, i64>(0).map_err(db)? as u64 | BROADCAST_BIT,
+                sender: r.try_get::<_, i64>(1).map_err(db)? as u64,
+                body: Bytes::copy_from_slice(r.try_get::<_, &[u8]>(2).map_err(db)?),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    kept.reverse();
+    Ok(kept)
+}
+
+/// The broadcasts kept that were committed since `node` joined (both by
+/// PostgreSQL's clock), newest numbers first in the query so that at most
+/// the table's size is read, returned oldest first.
+pub(in crate::store) async fn broadcasts_since_node(
+    pool: &Pool,
+    node: u64,
+) -> Result<Vec<KeptBroadcast>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached(
+            "SELECT b.number, b.sender, b.body FROM broadcasts b
+             WHERE b.at >= (SELECT started_at FROM nodes WHERE id = $1)
+             ORDER BY b.number DESC",
+        )
+        .await
+        .map_err(db)?;
+    kept(c.query(&st, &[&as_i64(node)]).await.map_err(db)?)
+}
+
+/// The broadcasts kept that were committed since `session` was issued,
+/// but `user`'s own. The session's record has the issuing node's clock,
+/// in seconds: a broadcast up to a second older may come too, which a
+/// client that has shown it drops.
+pub(in crate::store) async fn broadcasts_since_session(
+    pool: &Pool,
+    session: u64,
+    user: u64,
+) -> Result<Vec<KeptBroadcast>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached(
+            "SELECT b.number, b.sender, b.body FROM broadcasts b
+             WHERE b.at >= (SELECT to_timestamp(created_at) FROM sessions WHERE id = $1)
+               AND b.sender <> $2
+             ORDER BY b.number DESC",
+        )
+        .await
+        .map_err(db)?;
+    kept(
+        c.query(&st, &[&as_i64(session), &as_i64(user)])
+            .await
+            .map_err(db)?,
+    )
 }

@@ -9,7 +9,7 @@ use super::db;
 
 /// The schema version this server writes; a database at a newer one is
 /// refused rather than written in a form its writer does not expect.
-const VERSION: i32 = 3;
+const VERSION: i32 = 4;
 
 /// The advisory lock key held while migrating ("chat" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6368_6174;
@@ -105,9 +105,36 @@ CREATE UNIQUE INDEX IF NOT EXISTS owners_session ON owners (session);
 CREATE INDEX IF NOT EXISTS owners_node ON owners (node);
 ";
 
+/// Version 4:
+/// - `broadcasts`: the most recent broadcasts' bodies (as many as
+///   `--max-pending-broadcasts`), so that one NATS lost, or a dead node
+///   never published, is caught up from here, and a session taken over
+///   from a dead node gets what it may have been owed. `at` is
+///   PostgreSQL's clock, compared with the nodes' start.
+/// - `files.node`: the node receiving an upload, so that the unfinished
+///   uploads of a node whose lease has ended are removed by another.
+/// - `storage`: the bytes charged for files (stored, or reserved by an
+///   upload in progress) across the cluster, one row, so that the storage
+///   quota holds for all nodes together.
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS broadcasts (
+    number BIGINT PRIMARY KEY,
+    sender BIGINT NOT NULL,
+    body BYTEA NOT NULL,
+    at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS broadcasts_at ON broadcasts (at);
+ALTER TABLE files ADD COLUMN IF NOT EXISTS node BIGINT;
+CREATE INDEX IF NOT EXISTS files_incomplete ON files (node) WHERE NOT complete;
+CREATE TABLE IF NOT EXISTS storage (
+    id INT PRIMARY KEY CHECK (id = 1),
+    used BIGINT NOT NULL
+);
+";
+
 /// Each version's statements, oldest first; a database at version N gets
 /// those after N.
-const STEPS: [&str; VERSION as usize] = [V1, V2, V3];
+const STEPS: [&str; VERSION as usize] = [V1, V2, V3, V4];
 
 /// Creates the tables, or checks the ones there, in one transaction that
 /// holds the migration lock: a second process starting meanwhile waits,

@@ -43,6 +43,7 @@ pub(super) fn execute(
             from,
             number,
             reply,
+            ..
         } => deferred(reply, store_broadcast(tx, state, from, number)),
         Command::Ack(recipient, number, r) => deferred(r, ack(tx, state, recipient, number)),
         Command::CreateFile {
@@ -50,6 +51,7 @@ pub(super) fn execute(
             size,
             uploader,
             reply,
+            ..
         } => deferred(reply, create_file(tx, state, &name, size, uploader)),
         Command::Barrier(r) => deferred(r, Ok(())),
         Command::CompleteFile(file, r) => deferred(
@@ -256,5 +258,9 @@ fn prune(
             n
         }
     };
-    Ok(Pruned { sessions, messages })
+    Ok(Pruned {
+        sessions,
+        messages,
+        uploads: Vec::new(),
+    })
 }
