@@ -9,6 +9,10 @@
 //!   send again what was not answered, and every message arrives exactly
 //!   once (one delivery number per message), also what the dead node
 //!   committed and never published (caught up when its lease ends).
+//! - kill -9 of a node in the middle of an upload: once its lease ends,
+//!   a live node removes the unfinished upload (row and partial body) and
+//!   gives its bytes back to the cluster's quota; a live node's upload in
+//!   progress is left alone and finishes.
 
 mod common;
 
@@ -20,7 +24,7 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::traffic::{body_of, read_and_ack, recipient_of, send_each, Seen, Sent};
-use common::{patience, spawn_node, Peer};
+use common::{node_in_process, patience, pattern, spawn_node, Peer};
 use proto::{ErrorCode, Packet};
 
 /// Signs `name` in through `addr`, trying again while the cluster refuses
@@ -314,4 +318,99 @@ async fn kill_9_of_one_of_three_nodes_mid_traffic_delivers_every_acknowledged_me
     for r in readers {
         r.abort();
     }
+}
+
+/// Starts an upload of `data` and sends its first chunk; returns the file
+/// number and the transaction.
+async fn start_upload(peer: &mut Peer, name: &str, data: &[u8]) -> (u64, u64) {
+    let session = peer.session;
+    peer.send(Packet::FileUploadRequest {
+        session,
+        size: data.len() as u32,
+        name: name.into(),
+    })
+    .await;
+    let (file, transaction) = match peer.recv().await {
+        Packet::FileUploadResponse { file, transaction } => (file, transaction),
+        p => panic!("upload refused: {p:?}"),
+    };
+    peer.send(Packet::UploadChunkRequest {
+        transaction,
+        chunk: 0,
+        data: Bytes::copy_from_slice(&data[..256]),
+    })
+    .await;
+    match peer.recv().await {
+        Packet::UploadChunkResponse { chunk: 0, .. } => {}
+        p => panic!("expected the chunk's answer, got {p:?}"),
+    }
+    (file, transaction)
+}
+
+/// The bytes the cluster's quota row charges, and what the files' rows
+/// add up to (each at least the default 4096).
+async fn storage(pg: &PgServer) -> (i64, i64) {
+    let row = pg
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT used FROM storage),
+                    (SELECT COALESCE(sum(GREATEST(size, 4096)), 0)::int8 FROM files)",
+            &[],
+        )
+        .await
+        .expect("the storage row reads");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_dead_nodes_unfinished_upload_is_removed_and_a_live_ones_is_kept() {
+    let pg = PgServer::start().await;
+    let nats = NatsServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let (mut a, a_addr) = spawn_node(&pg, &nats, files.path(), &[]).await;
+    let b = node_in_process(&pg, &nats, files.path()).await;
+    let mut alice = Peer::connect(a_addr).await;
+    alice.sign_in("alice").await;
+    let mut bob = b.signed_in("bob").await;
+    let (dead, _) = start_upload(&mut alice, "dead.bin", &pattern(10_000)).await;
+    let live_data = pattern(600);
+    let (live, transaction) = start_upload(&mut bob, "live.bin", &live_data).await;
+    let part = |f: u64| files.path().join(format!("{f}.part"));
+    assert!(part(dead).exists() && part(live).exists());
+    assert_eq!(storage(&pg).await, (10_000 + 4096, 10_000 + 4096));
+
+    a.start_kill().unwrap();
+    tokio::time::timeout(patience(), a.wait())
+        .await
+        .expect("node a dies in time")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + patience();
+    while part(dead).exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead node's upload was not removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(storage(&pg).await, (4096, 4096), "its bytes are free again");
+    assert!(part(live).exists(), "the live node's upload is left alone");
+
+    // Bob's upload finishes and is listed.
+    for chunk in 1..3u32 {
+        let start = chunk as usize * 256;
+        let end = (start + 256).min(live_data.len());
+        bob.send(Packet::UploadChunkRequest {
+            transaction,
+            chunk,
+            data: Bytes::copy_from_slice(&live_data[start..end]),
+        })
+        .await;
+        match bob.recv().await {
+            Packet::UploadChunkResponse { chunk: c, .. } if c == chunk => {}
+            p => panic!("expected the chunk's answer, got {p:?}"),
+        }
+    }
+    assert_eq!(bob.files().await, [live]);
+    assert_eq!(bob.download(live).await, live_data);
 }
