@@ -313,6 +313,11 @@ impl Hub {
         Ok(replaced)
     }
 
+    /// The session of `user` here, if any.
+    pub(crate) fn of_user(&self, user: u64) -> Option<Arc<Session>> {
+        self.lock().by_user.get(&user).cloned()
+    }
+
     /// Removes and returns the session with this number (it moved to
     /// another node).
     pub(crate) fn remove(&self, session: u64) -> Option<Arc<Session>> {

@@ -42,6 +42,7 @@ mod hub;
 mod lease;
 pub mod observe;
 mod outbox;
+mod owners;
 pub mod peers;
 mod pool;
 pub mod proxy_header;

@@ -54,6 +54,11 @@ pub mod names {
     /// Counter: broadcasts a catch-up found in PostgreSQL that had not
     /// reached this node (NATS lost them, or their node died first).
     pub const BUS_CAUGHT_UP_BROADCASTS: &str = "chat_bus_caught_up_broadcasts_total";
+    /// Counter: rows of the cluster's `owners` table corrected by this
+    /// node, by `kind`: `moved` (a session taken over elsewhere without
+    /// this node being told, ended here), `freed` (a row left by a session
+    /// that ended here), `away` (a row left "on a connection").
+    pub const OWNER_REPAIRS: &str = "chat_owner_repairs_total";
     /// Gauge: uploads and downloads open.
     pub const TRANSFERS: &str = "chat_transfers";
     /// Counter: file bytes moved, by `direction` (up, down).
@@ -191,6 +196,10 @@ fn describe() {
     describe_counter!(
         BUS_CAUGHT_UP_BROADCASTS,
         "broadcasts found by catch-ups that the bus had not brought"
+    );
+    describe_counter!(
+        OWNER_REPAIRS,
+        "names' rows corrected to match this node's sessions, by kind"
     );
     describe_gauge!(TRANSFERS, "uploads and downloads open");
     describe_counter!(FILE_BYTES, Unit::Bytes, "file bytes moved, by direction");

@@ -476,6 +476,14 @@ async fn run(
             },
         ));
     }
+    if ctx.lease.is_some() {
+        let every = ctx.config.lease() / 3;
+        tracker.spawn(crate::owners::keep_in_step(
+            ctx.clone(),
+            every,
+            shutdown.clone(),
+        ));
+    }
     if let Bus::Nats(bus) = &ctx.bus {
         tracker.spawn(bus.clone().run_catch_ups(ctx.clone(), shutdown.clone()));
         if ctx.lease.is_some() {

@@ -278,3 +278,128 @@ async fn resume_after_the_node_was_killed_redelivers_direct_messages_and_broadca
     online.sort_unstable();
     assert_eq!(moved.users().await, online);
 }
+
+/// Signs `name` in on `node` again and again until it is taken; panics if
+/// that takes longer than the patience. Returns how many refusals came
+/// first (NAME_IN_USE, the only refusal allowed).
+async fn sign_in_when_free(node: &common::TestServer, name: &str) -> (Peer, usize) {
+    let deadline = tokio::time::Instant::now() + patience();
+    let mut refused = 0;
+    loop {
+        let mut peer = node.peer().await;
+        match try_sign_in(&mut peer, name).await {
+            Packet::SessionCookie { .. } => return (peer, refused),
+            Packet::Error {
+                code: ErrorCode::NameInUse,
+                ..
+            } => refused += 1,
+            p => panic!("expected the cookie or NAME_IN_USE, got {p:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was not freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The writes that keep the `owners` rows can be lost (PostgreSQL away for
+/// a moment, a release request NATS did not carry). Each node corrects the
+/// rows naming it against its own sessions: here the rows are changed
+/// behind the nodes' backs as such a loss would leave them, and node A
+/// sets each right within a few seconds.
+#[tokio::test]
+async fn rows_left_wrong_by_lost_writes_are_corrected_by_their_node() {
+    let nodes = TwoNodes::start().await;
+    let (a, b) = (&nodes.a, &nodes.b);
+    let db = nodes.pg.client().await;
+    let ids: Vec<i64> = db
+        .query("SELECT id FROM nodes ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (node_a, node_b) = (ids[0], ids[1]);
+
+    // Alice's client went away, and the write saying so was lost.
+    let alice = a.signed_in("alice").await;
+    drop(alice);
+    let (alice, _) = sign_in_when_free(a, "alice").await;
+    drop(alice);
+    db.execute(
+        "UPDATE owners SET attached = TRUE, since = now() - interval '1 minute'
+         WHERE user_id = (SELECT id FROM users WHERE name = 'alice')",
+        &[],
+    )
+    .await
+    .unwrap();
+    // Carol's session ended on node A, and the write deleting its row was
+    // lost.
+    let carol = a.signed_in("carol").await;
+    let carol_user = carol.user;
+    drop(carol);
+    db.execute(
+        "INSERT INTO owners (user_id, session, node, attached, epoch, since)
+         VALUES ($1, 4242, $2, TRUE, 1, now() - interval '1 minute')
+         ON CONFLICT (user_id) DO UPDATE SET session = 4242, node = $2,
+             attached = TRUE, since = now() - interval '1 minute'",
+        &[&(carol_user as i64), &node_a],
+    )
+    .await
+    .unwrap();
+    // Both names are free again, on node B too.
+    let (_alice, _) = sign_in_when_free(b, "alice").await;
+    let (_carol, _) = sign_in_when_free(b, "carol").await;
+
+    // Dave's session was taken over by node B, and the request telling
+    // node A never came: node A ends it as a release would have.
+    let mut dave = a.signed_in("dave").await;
+    db.execute(
+        "UPDATE owners SET node = $1, session = 4343, since = now()
+         WHERE user_id = $2",
+        &[&node_b, &(dave.user as i64)],
+    )
+    .await
+    .unwrap();
+    let (code, _, _, _) = dave.recv_error().await;
+    assert_eq!(code, ErrorCode::SessionMoved);
+    dave.expect_closed().await;
+}
+
+/// Two connections to one node sign the same name in at once: one wins,
+/// and the name's row in the cluster names the winner's session (both
+/// take the row before the node's hub picks one; the loser gives it back).
+#[tokio::test]
+async fn one_name_signed_in_twice_on_one_node_leaves_the_row_to_the_winner() {
+    let nodes = TwoNodes::start().await;
+    let a = &nodes.a;
+    let db = nodes.pg.client().await;
+    for round in 0..10 {
+        let name = format!("twice{round}");
+        let (mut one, mut two) = (a.peer().await, a.peer().await);
+        one.send(Packet::SessionRequest { name: name.clone() })
+            .await;
+        two.send(Packet::SessionRequest { name: name.clone() })
+            .await;
+        let (r1, r2) = tokio::join!(one.recv(), two.recv());
+        let cookie = |p: &Packet| match p {
+            Packet::SessionCookie { session, .. } => Some(*session),
+            _ => None,
+        };
+        let winner = match (cookie(&r1), cookie(&r2)) {
+            (Some(s), None) | (None, Some(s)) => s,
+            _ => panic!("exactly one wins {name}: {r1:?} / {r2:?}"),
+        };
+        let held: i64 = db
+            .query_one(
+                "SELECT o.session FROM owners o JOIN users u ON u.id = o.user_id
+                 WHERE u.name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held as u64, winner, "{name}: the row names the winner");
+    }
+}

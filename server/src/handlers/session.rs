@@ -11,6 +11,7 @@ use proto::{kind, ErrorCode, Packet};
 use crate::accounts::AccountMode;
 use crate::bus::nats::MOVED;
 use crate::connection::Connection;
+use crate::context::Context;
 use crate::hub::Session;
 use crate::rate::TokenBucket;
 use crate::redelivery;
@@ -103,7 +104,10 @@ pub(super) async fn open_session(conn: &mut Connection, t: u16, name: String, us
     session.epoch.store(taken.epoch, Ordering::Release);
     match ctx.hub.insert(session.clone()) {
         // Another connection here signed the name in meanwhile.
-        Err(_) => return in_use(conn),
+        Err(_) => {
+            restore_owner(&ctx, user).await;
+            return in_use(conn);
+        }
         Ok(Some(replaced)) => {
             ctx.bus.listen(user).await;
             ctx.end_session(&replaced, ErrorCode::SessionMoved, "signed in anew".into());
@@ -261,12 +265,13 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
             let session = Arc::new(Session::new(quoted, user, name, rate, ctx.hub.new_owed()));
             match ctx.hub.insert(session.clone()) {
                 Err(_) => {
+                    restore_owner(&ctx, user).await;
                     return conn.error(
                         T,
                         ErrorCode::NameInUse,
                         0,
                         format!("{} is signed in on another connection", session.name),
-                    )
+                    );
                 }
                 Ok(Some(replaced)) => {
                     ctx.bus.listen(user).await;
@@ -298,6 +303,24 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
         session: quoted,
     });
     attached(conn, session, all, None).await;
+}
+
+/// The hub refused a session of `user` because another one is on a
+/// connection here, after this sign-in or resume had taken the name's row
+/// in the cluster: the row goes back to the session the hub has.
+async fn restore_owner(ctx: &Context, user: u64) {
+    if !ctx.store.is_shared() {
+        return;
+    }
+    let Some(holder) = ctx.hub.of_user(user) else {
+        return;
+    };
+    match ctx.store.claim_name(user, holder.id, ctx.node()).await {
+        Ok(Claim::Taken(taken)) => holder.epoch.store(taken.epoch, Ordering::Release),
+        // Another node has it by now: the owners check ends ours.
+        Ok(Claim::InUse) => {}
+        Err(e) => tracing::warn!(error = %e, user, "the name's row was not given back"),
+    }
 }
 
 fn all_has(list: &[(u64, Bytes)], n: u64) -> bool {

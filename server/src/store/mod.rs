@@ -193,6 +193,22 @@ pub struct Taken {
     pub from: u64,
 }
 
+/// A row of the cluster's `owners` table naming this node
+/// ([`Store::rows_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRow {
+    /// The user whose name it is.
+    pub user: u64,
+    /// The session holding it.
+    pub session: u64,
+    /// Whether a connection is on it.
+    pub attached: bool,
+    /// Its attachment number.
+    pub epoch: u64,
+    /// Whether it has not changed for the settling time asked for.
+    pub settled: bool,
+}
+
 /// What signing a name in found in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -445,6 +461,15 @@ impl Store {
         match &self.reads {
             Reads::Sqlite(_) => Ok(()),
             Reads::Postgres(p) => postgres::owners::node_gone(p, node).await,
+        }
+    }
+
+    /// The rows of the cluster's `owners` table naming `node`, each saying
+    /// whether it has been unchanged for `settle`. Alone (SQLite) none.
+    pub async fn rows_held(&self, node: u64, settle: Duration) -> Result<Vec<HeldRow>, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(Vec::new()),
+            Reads::Postgres(p) => postgres::owners::held_by(p, node, settle).await,
         }
     }
 

@@ -423,7 +423,8 @@ pub struct TwoNodes {
     pub b: TestServer,
     _files: TempDir,
     _nats: nats::NatsServer,
-    _pg: postgres::PgServer,
+    /// For looking into the database, or changing it behind the nodes.
+    pub pg: postgres::PgServer,
 }
 
 impl TwoNodes {
@@ -439,7 +440,7 @@ impl TwoNodes {
             b,
             _files: files,
             _nats: nats,
-            _pg: pg,
+            pg,
         }
     }
 }

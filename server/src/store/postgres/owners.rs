@@ -11,7 +11,7 @@
 
 use deadpool_postgres::Pool;
 
-use super::super::{Claim, StoreError, Taken};
+use super::super::{Claim, HeldRow, StoreError, Taken};
 use super::{as_i64, db};
 
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
@@ -209,5 +209,37 @@ pub(in crate::store) async fn online(pool: &Pool, limit: usize) -> Result<Vec<u6
     let rows = c.query(&st, &[&limit]).await.map_err(db)?;
     rows.iter()
         .map(|r| r.try_get::<_, i64>(0).map(|u| u as u64).map_err(db))
+        .collect()
+}
+
+/// The rows naming `node`, each with whether it has not changed for
+/// `settle` (a sign-in or move in progress has changed it just now).
+pub(in crate::store) async fn held_by(
+    pool: &Pool,
+    node: u64,
+    settle: std::time::Duration,
+) -> Result<Vec<HeldRow>, StoreError> {
+    let c = client(pool).await?;
+    let st = c
+        .prepare_cached(
+            "SELECT user_id, session, attached, epoch, since < now() - make_interval(secs => $2)
+             FROM owners WHERE node = $1",
+        )
+        .await
+        .map_err(db)?;
+    let rows = c
+        .query(&st, &[&as_i64(node), &settle.as_secs_f64()])
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            Ok(HeldRow {
+                user: r.try_get::<_, i64>(0).map_err(db)? as u64,
+                session: r.try_get::<_, i64>(1).map_err(db)? as u64,
+                attached: r.try_get(2).map_err(db)?,
+                epoch: r.try_get::<_, i64>(3).map_err(db)? as u64,
+                settled: r.try_get(4).map_err(db)?,
+            })
+        })
         .collect()
 }
