@@ -9,18 +9,19 @@
 //! Every process runs in a process group of its own, so Ctrl-C reaches
 //! only this program, which then stops them in order: gateways, nodes,
 //! nats-server, PostgreSQL (fast shutdown), and removes the temp dirs.
-//! PostgreSQL refuses to run as root; as root, its directory is given to
-//! the `postgres` user and `initdb` and `postgres` run as that user
-//! (`Command::uid`, which keeps the real process id for signals).
+//! PostgreSQL and nats-server are started as the tests start them
+//! ([`devservices`]), PostgreSQL with durable commits as in production.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use devservices::nats::NatsServer;
+use devservices::postgres::PgServer;
 use tempfile::TempDir;
 
 use crate::tools::{sh, Tools};
@@ -82,11 +83,10 @@ pub(crate) fn self_check(bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One process of the cluster: stopped with `stop_signal` when dropped.
+/// A node or gateway process: stopped with SIGTERM when dropped.
 struct Proc {
     name: String,
     child: Child,
-    stop_signal: rustix::process::Signal,
     /// Its temp dir (cwd and log), removed after the process.
     dir: TempDir,
 }
@@ -105,7 +105,6 @@ impl Proc {
         Ok(Self {
             name: name.to_owned(),
             child,
-            stop_signal: rustix::process::Signal::TERM,
             dir,
         })
     }
@@ -155,7 +154,7 @@ impl Drop for Proc {
         if self.child.try_wait().ok().flatten().is_some() {
             return;
         }
-        self.signal(self.stop_signal);
+        self.signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -181,15 +180,19 @@ struct Member {
 struct Cluster {
     gateways: Vec<Member>,
     nodes: Vec<Member>,
-    nats: (String, Proc),
-    postgres: (String, Proc),
+    nats: NatsServer,
+    postgres: PgServer,
     files: TempDir,
 }
 
 impl Cluster {
     fn start(bin: &Path) -> Result<Self> {
-        let postgres = start_postgres()?;
-        let nats = start_nats()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let postgres = runtime.block_on(PgServer::start_durable());
+        let nats = runtime.block_on(NatsServer::start());
+        let (pg_url, nats_url) = (postgres.url(), nats.url());
         let files = temp("chat-files-")?;
         let mut nodes = Vec::new();
         for n in 1..=3 {
@@ -199,7 +202,7 @@ impl Cluster {
                 .arg(addr.to_string())
                 .arg("--metrics-listen")
                 .arg(metrics.to_string())
-                .args(["--postgres", &postgres.0, "--nats", &nats.0])
+                .args(["--postgres", &pg_url, "--nats", &nats_url])
                 .arg("--files-dir")
                 .arg(files.path())
                 .args(["--data-dir", "data"]);
@@ -242,10 +245,10 @@ impl Cluster {
     fn print(&self) {
         println!(
             "PostgreSQL  {}  (data and log in {})",
-            self.postgres.0,
-            self.postgres.1.dir.path().display()
+            self.postgres.url(),
+            self.postgres.dir().display()
         );
-        println!("NATS        {}", self.nats.0);
+        println!("NATS        {}", self.nats.url());
         println!("files       {}", self.files.path().display());
         for (i, n) in self.nodes.iter().enumerate() {
             println!(
@@ -296,12 +299,20 @@ impl Cluster {
     }
 
     fn exited(&mut self) -> Option<String> {
+        if self.nats.exited() {
+            return Some("nats-server".into());
+        }
+        if self.postgres.exited() {
+            return Some(format!(
+                "PostgreSQL (log: {})",
+                self.postgres.log().display()
+            ));
+        }
         let procs = self
             .gateways
             .iter_mut()
             .chain(self.nodes.iter_mut())
-            .map(|m| &mut m.proc)
-            .chain([&mut self.nats.1, &mut self.postgres.1]);
+            .map(|m| &mut m.proc);
         for p in procs {
             if matches!(p.child.try_wait(), Ok(Some(_))) {
                 return Some(format!(
@@ -322,115 +333,6 @@ fn temp(prefix: &str) -> Result<TempDir> {
 /// A loopback address with a port nobody listens on now.
 fn free_addr() -> Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// PostgreSQL's programs: the newest `/usr/lib/postgresql/*/bin`.
-fn postgres_bin() -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|bin| bin.join("postgres").exists())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .context("no PostgreSQL in /usr/lib/postgresql/*/bin")
-}
-
-/// The `postgres` user's uid and gid when we are root and must switch.
-fn postgres_owner() -> Result<Option<(u32, u32)>> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(None);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    let fields: Vec<&str> = passwd
-        .lines()
-        .find(|l| l.starts_with("postgres:"))
-        .context("running as root, PostgreSQL needs the `postgres` user")?
-        .split(':')
-        .collect();
-    let id = |i: usize| -> Result<u32> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .context("a malformed passwd entry for postgres")
-    };
-    Ok(Some((id(2)?, id(3)?)))
-}
-
-/// A fresh PostgreSQL cluster (`initdb`, user `chat`, trust on loopback)
-/// with durable commits, as in production; returns its URL.
-fn start_postgres() -> Result<(String, Proc)> {
-    let bin = postgres_bin()?;
-    let dir = temp("chat-pg-")?;
-    let owner = postgres_owner()?;
-    let as_owner = |program: &str| {
-        let mut c = Command::new(bin.join(program));
-        if let Some((uid, gid)) = owner {
-            c.uid(uid).gid(gid);
-        }
-        c
-    };
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
-    }
-    let out = as_owner("initdb")
-        .current_dir(dir.path())
-        .args([
-            "-D",
-            "data",
-            "-U",
-            "chat",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ])
-        .output()
-        .context("cannot run initdb")?;
-    if !out.status.success() {
-        bail!(
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let port = free_addr()?.port();
-    let socket_dir = dir.path().to_string_lossy().into_owned();
-    let data = dir.path().join("data");
-    let mut cmd = as_owner("postgres");
-    cmd.arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k", &socket_dir])
-        .args(["-c", "listen_addresses=127.0.0.1"]);
-    let mut proc = Proc::spawn("PostgreSQL", cmd, dir)?;
-    // SIGINT: fast shutdown (sessions cut, nothing committed lost).
-    proc.stop_signal = rustix::process::Signal::INT;
-    let ready = bin.join("pg_isready");
-    proc.wait_ready(|| {
-        Command::new(&ready)
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .status()
-            .is_ok_and(|s| s.success())
-    })?;
-    Ok((format!("postgres://chat@127.0.0.1:{port}/postgres"), proc))
-}
-
-/// nats-server (core NATS only) on a free port; returns its URL.
-fn start_nats() -> Result<(String, Proc)> {
-    let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("no nats-server in /usr/sbin or /usr/bin")?;
-    let addr = free_addr()?;
-    let mut cmd = Command::new(program);
-    cmd.args(["-a", "127.0.0.1", "-p", &addr.port().to_string()]);
-    let mut proc = Proc::spawn("nats-server", cmd, temp("chat-nats-")?)?;
-    proc.wait_ready(|| TcpStream::connect(addr).is_ok())?;
-    Ok((format!("nats://{addr}"), proc))
 }
 
 /// A minimal client of the chat protocol for the check: packets by hand,

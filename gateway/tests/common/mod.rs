@@ -17,11 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub fn patience() -> Duration {
-    let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
-    Duration::from_secs_f64(secs)
+    devservices::patience()
 }
 
 pub struct TestGateway {

@@ -14,18 +14,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-pub mod nats;
-pub mod postgres;
 pub mod traffic;
+
+/// PostgreSQL and nats-server processes, shared with the gateway's tests
+/// and `cargo xtask cluster`.
+pub use devservices::{nats, postgres};
 
 /// How long a test waits for an event before failing; raise it on a slow
 /// machine with CHAT_TEST_TIMEOUT_SECS.
 pub fn patience() -> Duration {
-    let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
-    Duration::from_secs_f64(secs)
+    devservices::patience()
 }
 
 /// Waits until `cond` holds, checking every few milliseconds; fails the

@@ -1,12 +1,14 @@
-//! A real PostgreSQL server for a test: a fresh cluster (`initdb`) in a
-//! temporary directory, on its own port and socket directory, stopped when
-//! the value is dropped. The cluster tests of the multi-node mode reuse it.
+//! A real PostgreSQL server: a fresh cluster (`initdb`) in a temporary
+//! directory, on its own port and socket directory, stopped when the value
+//! is dropped.
 //!
 //! PostgreSQL refuses to run as root; run as root (as CI does), the
-//! cluster is made and started as the `postgres` user. The binaries are
-//! found in `CHAT_POSTGRES_BIN`, else in `/usr/lib/postgresql/*/bin`
-//! (Debian's `postgresql` package, which `cargo xtask test` installs).
-//! Without them the test fails and says so, rather than passing unrun.
+//! cluster is made and started as the `postgres` user (`Command::uid`,
+//! which keeps the real process id for signals). The binaries are found in
+//! `CHAT_POSTGRES_BIN`, else in `/usr/lib/postgresql/*/bin` (Debian's
+//! `postgresql` package, which `cargo xtask test` installs). The
+//! postmaster runs in a process group of its own, so a Ctrl-C meant for
+//! `cargo xtask cluster` does not stop it before the nodes.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::patience;
+use crate::{free_port, patience, signal};
 
 /// A running PostgreSQL, trusting the user `chat` on 127.0.0.1.
 pub struct PgServer {
@@ -43,7 +45,7 @@ fn bin_dir() -> PathBuf {
     found.sort();
     found.pop().unwrap_or_else(|| {
         panic!(
-            "these tests need a PostgreSQL server (15 or later): none in /usr/lib/postgresql/*/bin. \
+            "PostgreSQL (15 or later) is needed: none in /usr/lib/postgresql/*/bin. \
              Install Debian's `postgresql` package (`cargo xtask test` does), or set \
              CHAT_POSTGRES_BIN to the directory holding `initdb` and `postgres`."
         )
@@ -67,13 +69,6 @@ fn owner() -> Option<(u32, u32)> {
             .expect("a passwd entry")
     };
     Some((id(2), id(3)))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl PgServer {
@@ -182,7 +177,8 @@ impl PgServer {
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file"))
-            .stderr(log);
+            .stderr(log)
+            .process_group(0);
         self.child = Some(postgres.spawn().expect("postgres starts"));
         let deadline = tokio::time::Instant::now() + patience();
         loop {
@@ -287,14 +283,17 @@ impl PgServer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-}
 
-fn signal(child: &Child, sig: rustix::process::Signal) {
-    if let Some(pid) = i32::try_from(child.id())
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, sig);
+    /// Its log file.
+    pub fn log(&self) -> PathBuf {
+        self.log_path()
+    }
+
+    /// Whether the postmaster has exited (or was stopped).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 }
 

@@ -1,17 +1,18 @@
-//! A real NATS server for a test: `nats-server` on its own free loopback
-//! port, killed when the value is dropped, and startable again on the same
-//! port (a test of what a restart of NATS does).
+//! A real NATS server: `nats-server` on its own free loopback port, in a
+//! process group of its own, killed when the value is dropped, and
+//! startable again on the same port (a test of what a restart of NATS
+//! does).
 //!
 //! The program is `CHAT_NATS_SERVER` if set, else `nats-server` on PATH or
 //! in /usr/sbin (Debian's `nats-server` package, which `cargo xtask test`
-//! installs). Without it the test fails and says so, rather than passing
-//! unrun.
+//! installs).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::patience;
+use crate::{free_port, patience};
 
 /// A running `nats-server`.
 pub struct NatsServer {
@@ -34,18 +35,11 @@ fn program() -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| {
             panic!(
-                "these tests need nats-server: none on PATH or in /usr/sbin. Install \
+                "nats-server is needed: none on PATH or in /usr/sbin. Install \
                  Debian's `nats-server` package (`cargo xtask test` does), or set \
                  CHAT_NATS_SERVER to the program."
             )
         })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl NatsServer {
@@ -73,6 +67,7 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
         self.child = Some(child);
@@ -95,6 +90,13 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Whether it has exited (or was killed).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// Kills it (SIGKILL: connections drop at once) and waits for its end.
