@@ -299,9 +299,11 @@ async fn three_nodes_behind_two_gateways_behave_as_one_and_survive_a_node_killed
         assert_ne!(n & BROADCAST_BIT, 0);
         ack(p, n).await;
     }
-    // A file up through one gateway and node, down through the others.
+    // A file up through one node, down through another (alice's node is
+    // not carol's) and through the other gateway.
     let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
     let file = upload(&mut carol, "notes.bin", &data).await;
+    assert_eq!(download(&mut alice, file, data.len()).await, data);
     assert_eq!(download(&mut bob, file, data.len()).await, data);
 
     // Alice's node is killed under her.
