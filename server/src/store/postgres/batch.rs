@@ -129,9 +129,12 @@ impl Statements {
             "UPDATE storage SET used = used + $1 WHERE id = 1 AND used + $1 <= $2 RETURNING used",
             "INSERT INTO broadcasts (number, sender, body)
              SELECT n, s, b FROM unnest($1::int8[], $2::int8[], $3::bytea[]) AS t(n, s, b)",
-            // All but the newest $1 (by number) go.
-            "DELETE FROM broadcasts WHERE number <=
-                 (SELECT number FROM broadcasts ORDER BY number DESC OFFSET $1 LIMIT 1)",
+            // All but the newest $1 (by number) go; rows another node is
+            // deleting at the same moment are left to it.
+            "DELETE FROM broadcasts WHERE number IN
+                 (SELECT number FROM broadcasts WHERE number <=
+                      (SELECT number FROM broadcasts ORDER BY number DESC OFFSET $1 LIMIT 1)
+                  FOR UPDATE SKIP LOCKED)",
             // Unfinished uploads of nodes whose lease has ended. A row
             // without a node (written before schema v4) is left alone.
             "WITH d AS (
@@ -139,7 +142,7 @@ impl Statements {
                      (SELECT f.id FROM files f
                       WHERE NOT f.complete AND f.node IS NOT NULL AND NOT EXISTS
                           (SELECT 1 FROM nodes n WHERE n.id = f.node AND n.lease_until > now())
-                      LIMIT $2)
+                      ORDER BY f.id LIMIT $2 FOR UPDATE SKIP LOCKED)
                  RETURNING id, GREATEST(size, $1) AS charge),
              u AS (UPDATE storage SET used = used - COALESCE((SELECT sum(charge) FROM d), 0)::int8
                    WHERE id = 1)
@@ -437,14 +440,7 @@ pub(super) async fn execute(
         deltas.iter().map(|d| d.1 .0).collect(),
         deltas.iter().map(|d| d.1 .1).collect(),
     );
-    // Kept broadcasts are trimmed to the newest `broadcasts_kept` once a
-    // quarter of that many were added here since the last trim.
     *since_trim += b_n.len();
-    let trim = *since_trim > 0 && *since_trim >= (limits.broadcasts_kept / 4).max(1);
-    if trim {
-        *since_trim = 0;
-    }
-    let kept = i64::try_from(limits.broadcasts_kept).unwrap_or(i64::MAX);
     let second = vec![
         if q_r.is_empty() {
             skip()
@@ -484,15 +480,30 @@ pub(super) async fn execute(
                 vec![Box::new(b_n), Box::new(b_s), Box::new(b_b)],
             )
         },
-        if trim {
-            run(c, &st.trim_broadcasts, vec![Box::new(kept)])
-        } else {
-            skip()
-        },
         run(c, &st.commit, vec![]),
     ];
     try_join_all(second).await.map_err(db)?;
     Ok((outcomes, highest))
+}
+
+/// Trims the kept broadcasts to the newest `broadcasts_kept` once a quarter
+/// of that many were added through this link since the last trim. Run
+/// after a batch is answered, in a transaction of its own, so that it
+/// never delays or fails a batch (two nodes trimming at once skip each
+/// other's rows); a failure waits for the next time.
+pub(super) async fn trim_broadcasts(link: &mut Link, limits: &StoreLimits) {
+    if link.since_trim == 0 || link.since_trim < (limits.broadcasts_kept / 4).max(1) {
+        return;
+    }
+    link.since_trim = 0;
+    let kept = i64::try_from(limits.broadcasts_kept).unwrap_or(i64::MAX);
+    if let Err(e) = link
+        .client
+        .execute(&link.st.trim_broadcasts, &[&kept])
+        .await
+    {
+        tracing::warn!(error = %e, "cannot trim the broadcasts kept; next time");
+    }
 }
 
 /// A request other than a message or an acknowledgement, each its own

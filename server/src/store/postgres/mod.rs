@@ -248,6 +248,11 @@ pub(super) async fn run(
                     committed.fetch_max(h, Ordering::AcqRel);
                 }
                 batch::reply(batch, outcomes);
+                let trim = batch::trim_broadcasts(l, &limits);
+                if tokio::time::timeout(BATCH_TIMEOUT, trim).await.is_err() {
+                    tracing::warn!("trimming the broadcasts kept timed out; connecting again");
+                    link = None;
+                }
             }
             Ok(Err(err)) => {
                 // A connection lost during COMMIT leaves the outcome
