@@ -57,7 +57,8 @@ pub mod names {
     /// Counter: rows of the cluster's `owners` table corrected by this
     /// node, by `kind`: `moved` (a session taken over elsewhere without
     /// this node being told, ended here), `freed` (a row left by a session
-    /// that ended here), `away` (a row left "on a connection").
+    /// that ended here), `away` (a row left "on a connection"),
+    /// `given_back` (a row naming another session of the user here).
     pub const OWNER_REPAIRS: &str = "chat_owner_repairs_total";
     /// Gauge: uploads and downloads open.
     pub const TRANSFERS: &str = "chat_transfers";

@@ -8,7 +8,11 @@
 //! session on a connection here that another node has taken over. So:
 //! - a session in the hub whose row no longer names it here was taken
 //!   over elsewhere: it ends here with SESSION_MOVED, as a release would
-//!   have ended it;
+//!   have ended it, once two passes in a row found it so (a release on its
+//!   way goes first, and hands over what the session was owed);
+//! - a row naming another session of the same user here (a sign-in here
+//!   took it, and the hub kept the session it had) goes back to the hub's
+//!   session ([`give_back`]);
 //! - a row naming a session the hub no longer has is deleted (the session
 //!   ended here and its row stayed), and a row saying "on a connection"
 //!   for a session whose client went away is marked away.
@@ -17,7 +21,7 @@
 //! move in progress (its row is written before the hub has the session)
 //! is never taken for a stale row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::nats::MOVED;
 use crate::context::Context;
 use crate::observe::names;
+use crate::store::Claim;
 
 /// How long a row must have been left alone before it is corrected.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -34,19 +39,42 @@ const SETTLE: Duration = Duration::from_secs(5);
 pub(crate) async fn keep_in_step(ctx: Arc<Context>, every: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut suspects = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
         if ctx.serving() {
-            check(&ctx).await;
+            suspects = check(&ctx, &suspects).await;
         }
     }
 }
 
-/// One pass; see the module's description.
-async fn check(ctx: &Arc<Context>) {
+/// The hub refused a session of `user` because another one is on a
+/// connection here, after the name's row in the cluster was taken for the
+/// refused one (a sign-in or resume racing it): the row goes back to the
+/// session the hub has.
+pub(crate) async fn give_back(ctx: &Context, user: u64) {
+    if !ctx.store.is_shared() {
+        return;
+    }
+    let Some(holder) = ctx.hub.of_user(user) else {
+        return;
+    };
+    match ctx.store.claim_name(user, holder.id, ctx.node()).await {
+        Ok(Claim::Taken(taken)) => holder
+            .epoch
+            .store(taken.epoch, std::sync::atomic::Ordering::Release),
+        // Another node has it by now: the next passes end ours.
+        Ok(Claim::InUse) => {}
+        Err(e) => tracing::warn!(error = %e, user, "the name's row was not given back"),
+    }
+}
+
+/// One pass; see the module's description. `suspects`: the sessions the
+/// last pass found not named here; returns this pass's.
+async fn check(ctx: &Arc<Context>, suspects: &HashSet<u64>) -> HashSet<u64> {
     // The hub first: a session there had its row written before it got
     // there, so the read below sees that row unless it moved since.
     let sessions = ctx.hub.all();
@@ -54,12 +82,30 @@ async fn check(ctx: &Arc<Context>) {
         Ok(rows) => rows,
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the names held here; next time");
-            return;
+            return suspects.clone();
         }
     };
     let by_session: HashMap<u64, _> = rows.iter().map(|r| (r.session, r)).collect();
+    let by_user: HashMap<u64, _> = rows.iter().map(|r| (r.user, r)).collect();
+    let mut next = HashSet::new();
     for session in sessions {
         if by_session.contains_key(&session.id) {
+            continue;
+        }
+        if let Some(row) = by_user.get(&session.user) {
+            if row.settled {
+                tracing::info!(
+                    user = session.user,
+                    session = session.id,
+                    "a name's row given back"
+                );
+                metrics::counter!(names::OWNER_REPAIRS, "kind" => "given_back").increment(1);
+                give_back(ctx, session.user).await;
+            }
+            continue;
+        }
+        if !suspects.contains(&session.id) {
+            next.insert(session.id);
             continue;
         }
         if let Some(s) = ctx.hub.remove(session.id) {
@@ -99,4 +145,5 @@ async fn check(ctx: &Arc<Context>) {
             Err(e) => tracing::debug!(error = %e, "cannot correct a name's row; next time"),
         }
     }
+    next
 }

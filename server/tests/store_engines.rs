@@ -950,7 +950,7 @@ async fn broadcasts_are_kept_trimmed_and_read_back() {
     let (_node, node) = t(NodeLease::join(&pg.url(), "n", Duration::from_secs(60)))
         .await
         .unwrap();
-    let kept = t(s.recent_broadcasts(node)).await.unwrap();
+    let kept = t(s.recent_broadcasts(node, 1000)).await.unwrap();
     // The node joined after all six were sent.
     assert!(kept.is_empty(), "{kept:?}");
     pg.client()
@@ -961,7 +961,7 @@ async fn broadcasts_are_kept_trimmed_and_read_back() {
         )
         .await
         .unwrap();
-    let kept = t(s.recent_broadcasts(node)).await.unwrap();
+    let kept = t(s.recent_broadcasts(node, 1000)).await.unwrap();
     let got: Vec<(u64, u64, Bytes)> = kept
         .into_iter()
         .map(|k| (k.delivery, k.sender, k.body))
@@ -973,7 +973,45 @@ async fn broadcasts_are_kept_trimmed_and_read_back() {
         })
         .collect();
     assert_eq!(got, want, "the newest four, oldest first");
-    let for_bob = t(s.broadcasts_for_session(session, bob)).await.unwrap();
+    let for_bob = t(s.broadcasts_for_session(session, bob, 1000))
+        .await
+        .unwrap();
     let bodies: Vec<Bytes> = for_bob.into_iter().map(|k| k.body).collect();
     assert_eq!(bodies, vec![Bytes::from("b3"), Bytes::from("b5")]);
+}
+
+/// Two processes create files for the same two users at once, in opposite
+/// orders, batch after batch: every batch commits (the cluster's storage
+/// row is locked before any user's row, so no two batches wait on each
+/// other in a circle, which PostgreSQL would end by failing one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_batches_of_two_processes_never_deadlock() {
+    let pg = PgServer::start().await;
+    let db = Db::Postgres(pg);
+    let (one, _w1) = open_on(&db, limits()).await;
+    let (two, _w2) = open_on(&db, limits()).await;
+    let u1 = t(one.sign_in("u1")).await.unwrap();
+    let u2 = t(one.sign_in("u2")).await.unwrap();
+    let run = |store: Store, first: u64, second: u64| {
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let (a, b) = tokio::join!(
+                    store.create_file("a", 1, first, 1),
+                    store.create_file("b", 1, second, 1)
+                );
+                for created in [a, b] {
+                    let file = created.expect("no batch failed").expect("room");
+                    store.discard_file(file).await.expect("no batch failed");
+                }
+            }
+        })
+    };
+    let (a, b) = (run(one.clone(), u1, u2), run(two.clone(), u2, u1));
+    let within = 6 * patience();
+    tokio::time::timeout(within, async {
+        a.await.unwrap();
+        b.await.unwrap();
+    })
+    .await
+    .expect("both finished");
 }

@@ -18,7 +18,8 @@
 //!   (resumed, or replaced by a sign-in). Payload: the session number (8
 //!   bytes). The reply carries the broadcasts the session was owed there,
 //!   in the form of `chat.bcast` (at most one chunk), for the new node to
-//!   redeliver.
+//!   redeliver; it is empty if the node no longer had the session (the
+//!   new node then reads the broadcasts PostgreSQL keeps).
 //!
 //! One connection carries everything a process publishes, so one
 //! sender's direct messages and broadcasts reach each other process in
@@ -409,18 +410,17 @@ impl NatsBus {
     /// Asks node `node` to end `session`, which this node has taken over,
     /// and returns the broadcasts it was owed there. `None` if the node
     /// did not answer in time (it may have died, or lost NATS: its lease
-    /// then decides).
+    /// then decides), or no longer had the session.
     pub(crate) async fn release(&self, node: u64, session: u64) -> Option<Vec<(u64, Bytes)>> {
         let request = self.client.request(
             format!("{RELEASE_SUBJECT}{node}"),
             Bytes::copy_from_slice(&session.to_be_bytes()),
         );
         match tokio::time::timeout(RELEASE_WAIT, request).await {
-            Ok(Ok(reply)) => Some(
-                decode_broadcasts(reply.payload)
-                    .map(|(_, _, batch)| batch)
-                    .unwrap_or_default(),
-            ),
+            // An empty reply: the node no longer had the session, so it
+            // cannot say what was owed.
+            Ok(Ok(reply)) if reply.payload.is_empty() => None,
+            Ok(Ok(reply)) => decode_broadcasts(reply.payload).map(|(_, _, batch)| batch),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, node, session, "no answer to a release request");
                 None
@@ -461,18 +461,21 @@ impl NatsBus {
                 continue;
             }
             let session = payload.get_u64();
-            let mut owed = Vec::new();
+            let mut owed = None;
             if let Some(s) = ctx.hub.remove(session) {
-                owed = ctx.hub.owed_now(&s);
+                owed = Some(ctx.hub.owed_now(&s));
                 tracing::info!(session, user = s.user, "session taken over by another node");
                 ctx.end_session(&s, proto::ErrorCode::SessionMoved, MOVED.into());
             }
             if let Some(reply) = message.reply {
                 let user = 0;
-                let payload = encode_broadcasts(self.node, user, &owed)
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| encode_broadcasts_header(self.node, user));
+                let payload = match owed {
+                    None => Bytes::new(),
+                    Some(owed) => encode_broadcasts(self.node, user, &owed)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| encode_broadcasts_header(self.node, user)),
+                };
                 if let Err(e) = self.client.publish(reply, payload).await {
                     tracing::warn!(error = %e, "cannot answer a release request");
                 }
@@ -506,7 +509,8 @@ impl Drop for NatsBus {
 /// them); returns how many, or `None` if PostgreSQL could not be read.
 /// Those it has seen are recognised by number.
 async fn catch_up_broadcasts(ctx: &Context) -> Option<usize> {
-    let kept = match ctx.store.recent_broadcasts(ctx.node()).await {
+    let limit = ctx.config.max_pending_broadcasts;
+    let kept = match ctx.store.recent_broadcasts(ctx.node(), limit).await {
         Ok(kept) => kept,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the broadcasts kept");

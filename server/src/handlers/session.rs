@@ -11,7 +11,6 @@ use proto::{kind, ErrorCode, Packet};
 use crate::accounts::AccountMode;
 use crate::bus::nats::MOVED;
 use crate::connection::Connection;
-use crate::context::Context;
 use crate::hub::Session;
 use crate::rate::TokenBucket;
 use crate::redelivery;
@@ -105,7 +104,7 @@ pub(super) async fn open_session(conn: &mut Connection, t: u16, name: String, us
     match ctx.hub.insert(session.clone()) {
         // Another connection here signed the name in meanwhile.
         Err(_) => {
-            restore_owner(&ctx, user).await;
+            crate::owners::give_back(&ctx, user).await;
             return in_use(conn);
         }
         Ok(Some(replaced)) => {
@@ -234,7 +233,8 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
         // The node that had it is dead, or did not answer: which
         // broadcasts it owed is unknown, so every broadcast kept since the
         // session began comes again (the client drops what it has shown).
-        match ctx.store.broadcasts_for_session(quoted, user).await {
+        let limit = ctx.config.max_pending_broadcasts;
+        match ctx.store.broadcasts_for_session(quoted, user, limit).await {
             Ok(kept) => {
                 handed = Some(
                     kept.iter()
@@ -265,7 +265,7 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
             let session = Arc::new(Session::new(quoted, user, name, rate, ctx.hub.new_owed()));
             match ctx.hub.insert(session.clone()) {
                 Err(_) => {
-                    restore_owner(&ctx, user).await;
+                    crate::owners::give_back(&ctx, user).await;
                     return conn.error(
                         T,
                         ErrorCode::NameInUse,
@@ -303,24 +303,6 @@ async fn resume_in_cluster(conn: &mut Connection, quoted: u64) {
         session: quoted,
     });
     attached(conn, session, all, None).await;
-}
-
-/// The hub refused a session of `user` because another one is on a
-/// connection here, after this sign-in or resume had taken the name's row
-/// in the cluster: the row goes back to the session the hub has.
-async fn restore_owner(ctx: &Context, user: u64) {
-    if !ctx.store.is_shared() {
-        return;
-    }
-    let Some(holder) = ctx.hub.of_user(user) else {
-        return;
-    };
-    match ctx.store.claim_name(user, holder.id, ctx.node()).await {
-        Ok(Claim::Taken(taken)) => holder.epoch.store(taken.epoch, Ordering::Release),
-        // Another node has it by now: the owners check ends ours.
-        Ok(Claim::InUse) => {}
-        Err(e) => tracing::warn!(error = %e, user, "the name's row was not given back"),
-    }
 }
 
 fn all_has(list: &[(u64, Bytes)], n: u64) -> bool {

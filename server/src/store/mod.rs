@@ -593,28 +593,35 @@ impl Store {
         .await
     }
 
-    /// The broadcasts kept (PostgreSQL) that were committed since `node`
-    /// joined, oldest number first, at most as many as are kept: what a
-    /// catch-up compares with what the node has seen. Empty alone.
-    pub async fn recent_broadcasts(&self, node: u64) -> Result<Vec<KeptBroadcast>, StoreError> {
+    /// The newest `limit` broadcasts kept (PostgreSQL) that were committed
+    /// since `node` joined, oldest number first: what a catch-up compares
+    /// with what the node has seen. Empty alone.
+    pub async fn recent_broadcasts(
+        &self,
+        node: u64,
+        limit: usize,
+    ) -> Result<Vec<KeptBroadcast>, StoreError> {
         match &self.reads {
             Reads::Sqlite(_) => Ok(Vec::new()),
-            Reads::Postgres(p) => postgres::reads::broadcasts_since_node(p, node).await,
+            Reads::Postgres(p) => postgres::reads::broadcasts_since_node(p, node, limit).await,
         }
     }
 
-    /// The broadcasts kept (PostgreSQL) that were committed since
-    /// `session` began, but `user`'s own, oldest number first: what the
-    /// session may have been owed on a node that can no longer say.
-    /// Empty alone.
+    /// The newest `limit` broadcasts kept (PostgreSQL) that were
+    /// committed since `session` began, but `user`'s own, oldest number
+    /// first: what the session may have been owed on a node that can no
+    /// longer say. Empty alone.
     pub async fn broadcasts_for_session(
         &self,
         session: u64,
         user: u64,
+        limit: usize,
     ) -> Result<Vec<KeptBroadcast>, StoreError> {
         match &self.reads {
             Reads::Sqlite(_) => Ok(Vec::new()),
-            Reads::Postgres(p) => postgres::reads::broadcasts_since_session(p, session, user).await,
+            Reads::Postgres(p) => {
+                postgres::reads::broadcasts_since_session(p, session, user, limit).await
+            }
         }
     }
 

@@ -58,6 +58,7 @@ pub(super) struct Statements {
     prune_sessions: Statement,
     prune_mail: Statement,
     reserve_storage: Statement,
+    lock_storage: Statement,
     insert_broadcasts: Statement,
     trim_broadcasts: Statement,
     prune_uploads: Statement,
@@ -66,7 +67,7 @@ pub(super) struct Statements {
 impl Statements {
     /// Prepares them all, pipelined.
     pub(super) async fn prepare(c: &Client) -> Result<Self, StoreError> {
-        const SQL: [&str; 29] = [
+        const SQL: [&str; 30] = [
             "BEGIN",
             "COMMIT",
             "INSERT INTO senders (sender, numbers)
@@ -101,7 +102,7 @@ impl Statements {
             "INSERT INTO accounts (user_id, hash, created_at, changed_at) VALUES ($1, $2, $3, $3)
              ON CONFLICT (user_id) DO UPDATE
              SET hash = excluded.hash, changed_at = excluded.changed_at",
-            "INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)
+            "INSERT INTO sessions (id, user_id, created_at, started) VALUES ($1, $2, $3, now())
              ON CONFLICT DO NOTHING",
             // Serialises file creation per uploader, so the count below is
             // exact with several writers.
@@ -127,6 +128,10 @@ impl Statements {
             // The storage quota, for every node together: the row is
             // locked until the batch commits.
             "UPDATE storage SET used = used + $1 WHERE id = 1 AND used + $1 <= $2 RETURNING used",
+            // Taken in the first round trip by a batch that touches files,
+            // after the senders' and mailboxes' rows and before any user's
+            // or file's, so batches of several nodes lock in one order.
+            "SELECT used FROM storage WHERE id = 1 FOR UPDATE",
             "INSERT INTO broadcasts (number, sender, body)
              SELECT n, s, b FROM unnest($1::int8[], $2::int8[], $3::bytea[]) AS t(n, s, b)",
             // All but the newest $1 (by number) go; rows another node is
@@ -183,6 +188,7 @@ impl Statements {
             prune_sessions: next()?,
             prune_mail: next()?,
             reserve_storage: next()?,
+            lock_storage: next()?,
             insert_broadcasts: next()?,
             trim_broadcasts: next()?,
             prune_uploads: next()?,
@@ -242,8 +248,12 @@ pub(super) async fn execute(
     let mut recipients = Vec::new();
     let (mut ack_r, mut ack_i) = (Vec::new(), Vec::new());
     let (mut directs, mut broadcasts) = (0i64, 0i64);
+    let mut files = false;
     for command in batch {
         match command {
+            Command::CreateFile { .. } | Command::DiscardFile(..) | Command::Prune { .. } => {
+                files = true
+            }
             Command::StoreDirect { from, to, .. } => {
                 senders.push(as_i64(*from));
                 recipients.push(as_i64(*to));
@@ -303,6 +313,11 @@ pub(super) async fn execute(
         },
         if broadcasts > 0 {
             run(c, &st.next_broadcast, vec![Box::new(broadcasts)])
+        } else {
+            skip()
+        },
+        if files {
+            run(c, &st.lock_storage, vec![])
         } else {
             skip()
         },

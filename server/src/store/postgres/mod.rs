@@ -111,11 +111,13 @@ pub(super) async fn open(
     schema::migrate(&mut client).await?;
     let charge = i64::try_from(min_file_charge).unwrap_or(i64::MAX);
     // The cluster's storage quota row, counted once from the files when
-    // the first node of version 4 starts.
+    // the first node of version 4 starts. An unfinished upload without a
+    // node (written before version 4) is never pruned, so not charged.
     client
         .execute(
             "INSERT INTO storage (id, used)
              SELECT 1, COALESCE(SUM(GREATEST(size, $1)), 0)::BIGINT FROM files
+             WHERE complete OR node IS NOT NULL
              ON CONFLICT (id) DO NOTHING",
             &[&charge],
         )

@@ -168,46 +168,51 @@ fn kept(rows: Vec<tokio_postgres::Row>) -> Result<Vec<KeptBroadcast>, StoreError
     Ok(kept)
 }
 
-/// The broadcasts kept that were committed since `node` joined (both by
-/// PostgreSQL's clock), newest numbers first in the query so that at most
-/// the table's size is read, returned oldest first.
+/// The newest `limit` broadcasts kept that were committed since `node`
+/// joined (both by PostgreSQL's clock), returned oldest first.
 pub(in crate::store) async fn broadcasts_since_node(
     pool: &Pool,
     node: u64,
+    limit: usize,
 ) -> Result<Vec<KeptBroadcast>, StoreError> {
     let c = client(pool).await?;
     let st = c
         .prepare_cached(
             "SELECT b.number, b.sender, b.body FROM broadcasts b
              WHERE b.at >= (SELECT started_at FROM nodes WHERE id = $1)
-             ORDER BY b.number DESC",
+             ORDER BY b.number DESC LIMIT $2",
         )
         .await
         .map_err(db)?;
-    kept(c.query(&st, &[&as_i64(node)]).await.map_err(db)?)
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    kept(c.query(&st, &[&as_i64(node), &limit]).await.map_err(db)?)
 }
 
-/// The broadcasts kept that were committed since `session` was issued,
-/// but `user`'s own. The session's record has the issuing node's clock,
-/// in seconds: a broadcast up to a second older may come too, which a
-/// client that has shown it drops.
+/// The newest `limit` broadcasts kept that were committed since `session`
+/// was issued (both by PostgreSQL's clock), but `user`'s own, returned
+/// oldest first. A session issued before schema v4 has only the issuing
+/// node's clock, in seconds: a broadcast a little older may come too,
+/// which a client that has shown it drops.
 pub(in crate::store) async fn broadcasts_since_session(
     pool: &Pool,
     session: u64,
     user: u64,
+    limit: usize,
 ) -> Result<Vec<KeptBroadcast>, StoreError> {
     let c = client(pool).await?;
     let st = c
         .prepare_cached(
             "SELECT b.number, b.sender, b.body FROM broadcasts b
-             WHERE b.at >= (SELECT to_timestamp(created_at) FROM sessions WHERE id = $1)
+             WHERE b.at >= (SELECT COALESCE(started, to_timestamp(created_at))
+                            FROM sessions WHERE id = $1)
                AND b.sender <> $2
-             ORDER BY b.number DESC",
+             ORDER BY b.number DESC LIMIT $3",
         )
         .await
         .map_err(db)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     kept(
-        c.query(&st, &[&as_i64(session), &as_i64(user)])
+        c.query(&st, &[&as_i64(session), &as_i64(user), &limit])
             .await
             .map_err(db)?,
     )

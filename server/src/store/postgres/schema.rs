@@ -116,6 +116,8 @@ CREATE INDEX IF NOT EXISTS owners_node ON owners (node);
 /// - `storage`: the bytes charged for files (stored, or reserved by an
 ///   upload in progress) across the cluster, one row, so that the storage
 ///   quota holds for all nodes together.
+/// - `sessions.started`: when a session was issued by PostgreSQL's clock,
+///   compared with `broadcasts.at` (the node's clock may differ).
 const V4: &str = "
 CREATE TABLE IF NOT EXISTS broadcasts (
     number BIGINT PRIMARY KEY,
@@ -130,6 +132,7 @@ CREATE TABLE IF NOT EXISTS storage (
     id INT PRIMARY KEY CHECK (id = 1),
     used BIGINT NOT NULL
 );
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS started TIMESTAMPTZ;
 ";
 
 /// Each version's statements, oldest first; a database at version N gets
