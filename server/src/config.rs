@@ -99,6 +99,8 @@ pub struct Config {
 
     /// Most recent broadcasts kept for redelivery to sessions that resume
     /// (once for the server, not per session); older ones are not redelivered.
+    /// With PostgreSQL, also the broadcasts whose bodies the database keeps
+    /// for catch-ups.
     #[arg(long, env = "CHAT_MAX_PENDING_BROADCASTS", default_value_t = 1000)]
     pub max_pending_broadcasts: usize,
 
