@@ -37,6 +37,10 @@ use crate::transfers::quota::Quota;
 /// How often unread mail past its age and old session records are pruned,
 /// at most: more often when an age is shorter (a quarter of it).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How old an unfinished upload of this node that no reservation holds
+/// must be before pruning removes it (cluster only): far longer than the
+/// moment between its row's commit and the reservation taking it.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
 /// How often the free disk space is read.
 const DISK_EVERY: Duration = Duration::from_secs(2);
 /// How often the gauges of [`crate::observe`] are read (the mailboxes'
@@ -699,13 +703,20 @@ async fn upkeep(
                 }
                 if last_prune.is_none_or(|t| now.duration_since(t) >= prune_every) {
                     last_prune = Some(now);
-                    match ctx.store.prune(ctx.config.session_record_age(), ctx.config.mail_expiry()).await {
+                    let (records, mail) = (ctx.config.session_record_age(), ctx.config.mail_expiry());
+                    let pruned = if ctx.lease.is_some() {
+                        let held = ctx.quota.live_uploads();
+                        ctx.store.prune_node(records, mail, ctx.node(), held, ORPHAN_AGE).await
+                    } else {
+                        ctx.store.prune(records, mail).await
+                    };
+                    match pruned {
                         Ok(p) => {
                             if p.sessions + p.messages > 0 || !p.uploads.is_empty() {
                                 tracing::info!(
                                     sessions = p.sessions,
                                     messages = p.messages,
-                                    dead_nodes_uploads = p.uploads.len(),
+                                    uploads = p.uploads.len(),
                                     "pruned"
                                 );
                             }

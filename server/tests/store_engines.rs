@@ -1015,3 +1015,51 @@ async fn file_batches_of_two_processes_never_deadlock() {
     .await
     .expect("both finished");
 }
+
+/// A node's unfinished upload that no reservation of its process holds
+/// (its creation committed but the answer was lost) is pruned by that node
+/// once old enough, with its quota bytes; one still held, or a new one, is
+/// left alone.
+#[tokio::test]
+async fn a_nodes_orphaned_upload_is_pruned_once_old_and_held_ones_are_kept() {
+    let limits = StoreLimits {
+        storage_quota: 1000,
+        ..StoreLimits::default()
+    };
+    let e = Engine::open(Kind::Postgres, limits).await;
+    let Db::Postgres(pg) = &e.db else {
+        unreachable!()
+    };
+    let s = e.store();
+    let alice = sign_in(&e, "alice").await;
+    let (_a, a) = t(NodeLease::join(&pg.url(), "a", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let orphan = t(s.create_file("orphan", 400, alice, a))
+        .await
+        .unwrap()
+        .unwrap();
+    let held = t(s.create_file("held", 400, alice, a))
+        .await
+        .unwrap()
+        .unwrap();
+    e.sql("", "UPDATE files SET created_at = created_at - 3600")
+        .await;
+    let fresh = t(s.create_file("fresh", 100, alice, a))
+        .await
+        .unwrap()
+        .unwrap();
+    let (day, ten_minutes) = (Duration::from_secs(86_400), Duration::from_secs(600));
+    let pruned = t(s.prune_node(day, None, a, vec![held], ten_minutes))
+        .await
+        .unwrap();
+    assert_eq!(pruned.uploads, vec![orphan]);
+    assert_eq!(t(s.file(orphan)).await.unwrap(), None);
+    assert!(t(s.file(held)).await.unwrap().is_some());
+    assert!(t(s.file(fresh)).await.unwrap().is_some());
+    // Its 400 bytes are free again: 400 + 100 + 400 fit in 1000.
+    t(s.create_file("room", 400, alice, a))
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -55,6 +55,10 @@ pub(in crate::store) enum Command {
         sessions_before: i64,
         /// Unix seconds before which unread mail goes, if it expires.
         mail_before: Option<i64>,
+        /// This node's unfinished uploads that no reservation holds (in a
+        /// cluster): (node, uploads held, unix seconds before which the
+        /// others go).
+        orphans: Option<(u64, Vec<u64>, i64)>,
         reply: oneshot::Sender<Result<Pruned, StoreError>>,
     },
 }

@@ -747,17 +747,46 @@ impl Store {
     }
 
     /// Removes session records older than `session_age` and, when
-    /// `mail_age` is set, unread messages older than it.
+    /// `mail_age` is set, unread messages older than it; with PostgreSQL
+    /// also the unfinished uploads of nodes whose lease has ended.
     pub async fn prune(
         &self,
         session_age: std::time::Duration,
         mail_age: Option<std::time::Duration>,
+    ) -> Result<Pruned, StoreError> {
+        self.prune_with(session_age, mail_age, None).await
+    }
+
+    /// [`Store::prune`], and (PostgreSQL) the unfinished uploads of `node`
+    /// older than `orphan_age` that are not in `held`: uploads whose
+    /// creation committed but whose answer was lost, or whose discard
+    /// failed, and that no reservation of this process holds. Their
+    /// numbers are in [`Pruned::uploads`], for their bodies to go.
+    pub async fn prune_node(
+        &self,
+        session_age: std::time::Duration,
+        mail_age: Option<std::time::Duration>,
+        node: u64,
+        held: Vec<u64>,
+        orphan_age: std::time::Duration,
+    ) -> Result<Pruned, StoreError> {
+        let before = unix_now().saturating_sub(orphan_age.as_secs() as i64);
+        self.prune_with(session_age, mail_age, Some((node, held, before)))
+            .await
+    }
+
+    async fn prune_with(
+        &self,
+        session_age: std::time::Duration,
+        mail_age: Option<std::time::Duration>,
+        orphans: Option<(u64, Vec<u64>, i64)>,
     ) -> Result<Pruned, StoreError> {
         let now = unix_now();
         let before = |age: std::time::Duration| now.saturating_sub(age.as_secs() as i64);
         self.queue(|reply| Command::Prune {
             sessions_before: before(session_age),
             mail_before: mail_age.map(before),
+            orphans,
             reply,
         })
         .await

@@ -5,7 +5,7 @@
 //! back and removes the upload's partial body and row; kept, the bytes
 //! stay charged to the stored file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,8 @@ pub(crate) struct Quota {
     reserved: Mutex<HashMap<u64, u64>>,
     user_limit: u64,
     min_charge: u64,
+    /// Uploads whose row this process holds a reservation for.
+    live: Mutex<HashSet<u64>>,
 }
 
 /// Why a reservation was refused.
@@ -62,6 +64,7 @@ impl Quota {
             reserved: Mutex::new(HashMap::new()),
             user_limit,
             min_charge,
+            live: Mutex::new(HashSet::new()),
         })
     }
 
@@ -94,6 +97,18 @@ impl Quota {
         })
     }
 
+    /// The uploads this process holds a reservation for: an unfinished
+    /// upload row of this node that is not among them has no owner (its
+    /// creation's answer was lost, or its discard failed).
+    pub(crate) fn live_uploads(&self) -> Vec<u64> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// Bytes charged now (stored and reserved).
     #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
@@ -104,6 +119,11 @@ impl Quota {
 impl Reservation {
     /// The reservation now also owns upload `file`'s partial body and row.
     pub(crate) fn attach(&mut self, file: u64, blobs: Blobs, store: Store) {
+        self.quota
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file);
         self.part = Some(Part { file, blobs, store });
     }
 
@@ -115,6 +135,13 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if let Some(part) = &self.part {
+            self.quota
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&part.file);
+        }
         {
             let mut reserved = self
                 .quota

@@ -59,6 +59,7 @@ pub(super) struct Statements {
     prune_mail: Statement,
     reserve_storage: Statement,
     lock_storage: Statement,
+    prune_orphans: Statement,
     insert_broadcasts: Statement,
     trim_broadcasts: Statement,
     prune_uploads: Statement,
@@ -67,7 +68,7 @@ pub(super) struct Statements {
 impl Statements {
     /// Prepares them all, pipelined.
     pub(super) async fn prepare(c: &Client) -> Result<Self, StoreError> {
-        const SQL: [&str; 30] = [
+        const SQL: [&str; 31] = [
             "BEGIN",
             "COMMIT",
             "INSERT INTO senders (sender, numbers)
@@ -132,6 +133,18 @@ impl Statements {
             // after the senders' and mailboxes' rows and before any user's
             // or file's, so batches of several nodes lock in one order.
             "SELECT used FROM storage WHERE id = 1 FOR UPDATE",
+            // This node's unfinished uploads created before $2 that no
+            // reservation holds ($3).
+            "WITH d AS (
+                 DELETE FROM files WHERE id IN
+                     (SELECT id FROM files
+                      WHERE NOT complete AND node = $1 AND created_at < $2
+                        AND id <> ALL($3::int8[])
+                      ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, GREATEST(size, $4) AS charge),
+             u AS (UPDATE storage SET used = used - COALESCE((SELECT sum(charge) FROM d), 0)::int8
+                   WHERE id = 1)
+             SELECT id FROM d",
             "INSERT INTO broadcasts (number, sender, body)
              SELECT n, s, b FROM unnest($1::int8[], $2::int8[], $3::bytea[]) AS t(n, s, b)",
             // All but the newest $1 (by number) go; rows another node is
@@ -189,6 +202,7 @@ impl Statements {
             prune_mail: next()?,
             reserve_storage: next()?,
             lock_storage: next()?,
+            prune_orphans: next()?,
             insert_broadcasts: next()?,
             trim_broadcasts: next()?,
             prune_uploads: next()?,
@@ -629,6 +643,7 @@ async fn rare(
         Command::Prune {
             sessions_before,
             mail_before,
+            orphans,
             ..
         } => {
             let sessions = c
@@ -647,16 +662,26 @@ async fn rare(
                     n.max(0) as u64
                 }
             };
-            let uploads = c
-                .query(
-                    &st.prune_uploads,
-                    &[&charge(limits.min_file_charge), &PRUNE_LIMIT],
-                )
+            let ids = |rows: Vec<Row>| {
+                rows.iter()
+                    .map(|r| r.try_get::<_, i64>(0).map(|id| id as u64).map_err(db))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let min_charge = charge(limits.min_file_charge);
+            let mut uploads = ids(c
+                .query(&st.prune_uploads, &[&min_charge, &PRUNE_LIMIT])
                 .await
-                .map_err(db)?
-                .iter()
-                .map(|r| r.try_get::<_, i64>(0).map(|id| id as u64).map_err(db))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map_err(db)?)?;
+            if let Some((node, held, before)) = orphans {
+                let held: Vec<i64> = held.iter().map(|f| as_i64(*f)).collect();
+                uploads.extend(ids(c
+                    .query(
+                        &st.prune_orphans,
+                        &[&as_i64(*node), before, &held, &min_charge, &PRUNE_LIMIT],
+                    )
+                    .await
+                    .map_err(db)?)?);
+            }
             Outcome::Pruned(Pruned {
                 sessions,
                 messages,

@@ -73,6 +73,7 @@ pub(super) fn execute(
             sessions_before,
             mail_before,
             reply,
+            ..
         } => deferred(reply, prune(tx, state, sessions_before, mail_before)),
     }
 }
