@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::nats::MOVED;
 use crate::context::Context;
 use crate::observe::names;
-use crate::store::Claim;
 
 /// How long a row must have been left alone before it is corrected.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -62,12 +61,12 @@ pub(crate) async fn give_back(ctx: &Context, user: u64) {
     let Some(holder) = ctx.hub.of_user(user) else {
         return;
     };
-    match ctx.store.claim_name(user, holder.id, ctx.node()).await {
-        Ok(Claim::Taken(taken)) => holder
+    match ctx.store.give_back_name(user, holder.id, ctx.node()).await {
+        Ok(Some(epoch)) => holder
             .epoch
-            .store(taken.epoch, std::sync::atomic::Ordering::Release),
+            .store(epoch, std::sync::atomic::Ordering::Release),
         // Another node has it by now: the next passes end ours.
-        Ok(Claim::InUse) => {}
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, user, "the name's row was not given back"),
     }
 }
@@ -88,6 +87,7 @@ async fn check(ctx: &Arc<Context>, suspects: &HashSet<u64>) -> HashSet<u64> {
     let by_session: HashMap<u64, _> = rows.iter().map(|r| (r.session, r)).collect();
     let by_user: HashMap<u64, _> = rows.iter().map(|r| (r.user, r)).collect();
     let mut next = HashSet::new();
+    let mut given_back = HashSet::new();
     for session in sessions {
         if by_session.contains_key(&session.id) {
             continue;
@@ -101,6 +101,7 @@ async fn check(ctx: &Arc<Context>, suspects: &HashSet<u64>) -> HashSet<u64> {
                 );
                 metrics::counter!(names::OWNER_REPAIRS, "kind" => "given_back").increment(1);
                 give_back(ctx, session.user).await;
+                given_back.insert(session.user);
             }
             continue;
         }
@@ -118,7 +119,11 @@ async fn check(ctx: &Arc<Context>, suspects: &HashSet<u64>) -> HashSet<u64> {
             ctx.end_session(&s, proto::ErrorCode::SessionMoved, MOVED.into());
         }
     }
-    for row in rows.iter().filter(|r| r.settled) {
+    // A row just given back is the hub's session's now, whatever it said.
+    for row in rows
+        .iter()
+        .filter(|r| r.settled && !given_back.contains(&r.user))
+    {
         let fixed = match ctx.hub.get(row.session) {
             None => ctx
                 .store

@@ -1063,3 +1063,84 @@ async fn a_nodes_orphaned_upload_is_pruned_once_old_and_held_ones_are_kept() {
         .unwrap()
         .unwrap();
 }
+
+/// One process prunes expired mail while another stores messages, makes
+/// them expired, then acknowledges them and creates files, for the same
+/// mailboxes:
+/// every batch of both commits (pruning, alone in its transaction, locks
+/// the mailboxes, then the storage row, in the order every batch does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_beside_messages_and_files_never_deadlocks() {
+    let pg = PgServer::start().await;
+    let db = Db::Postgres(pg);
+    let (one, _w1) = open_on(&db, limits()).await;
+    let (two, _w2) = open_on(&db, limits()).await;
+    let alice = t(one.sign_in("alice")).await.unwrap();
+    let bobs: Vec<u64> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            v.push(t(one.sign_in(&format!("bob{i}"))).await.unwrap());
+        }
+        v
+    };
+    let Db::Postgres(pg) = &db else {
+        unreachable!()
+    };
+    let sql = pg.client().await;
+    let writer = {
+        let store = two.clone();
+        let bobs = bobs.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..40 {
+                let mut pending = Vec::new();
+                for bob in bobs.iter().rev() {
+                    n += 1;
+                    pending.push((
+                        *bob,
+                        store.store_direct(alice, n, *bob, Bytes::from("x")).await,
+                    ));
+                }
+                let mut stored = Vec::new();
+                for (bob, p) in pending {
+                    if let Stored::New(d) = p.wait().await.expect("no batch failed") {
+                        stored.push((bob, d));
+                    }
+                }
+                sql.batch_execute("UPDATE queued SET created_at = created_at - 100000")
+                    .await
+                    .expect("made old");
+                for (bob, d) in stored {
+                    store.forget(bob, d).await;
+                }
+                let file = store.create_file("f", 1, alice, 1).await;
+                let file = file.expect("no batch failed").expect("room");
+                store.discard_file(file).await.expect("no batch failed");
+            }
+        })
+    };
+    let pruner = {
+        let store = one.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                store
+                    .prune(Duration::from_secs(86_400), Some(Duration::from_secs(3600)))
+                    .await
+                    .expect("no prune failed");
+            }
+        })
+    };
+    let log = pg.log();
+    let done = tokio::time::timeout(6 * patience(), async { (writer.await, pruner.await) })
+        .await
+        .expect("both finished");
+    if done.0.is_err() || done.1.is_err() {
+        panic!(
+            "a batch failed: {done:?}; PostgreSQL's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    t(two.barrier())
+        .await
+        .expect("the last acknowledgements committed");
+}

@@ -428,6 +428,21 @@ impl Store {
         }
     }
 
+    /// Gives `user`'s row back to `session` of `node` (attached) if the
+    /// row still names `node`: its new attachment number, or `None` if
+    /// another node has it (alone, SQLite: always `None`).
+    pub async fn give_back_name(
+        &self,
+        user: u64,
+        session: u64,
+        node: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        match &self.reads {
+            Reads::Sqlite(_) => Ok(None),
+            Reads::Postgres(p) => postgres::owners::give_back(p, user, session, node).await,
+        }
+    }
+
     /// The client of `session` (attachment `epoch`, on `node`) went away.
     pub async fn session_detached(
         &self,

@@ -56,6 +56,7 @@ pub(super) struct Statements {
     complete_file: Statement,
     discard_file: Statement,
     prune_sessions: Statement,
+    lock_expired: Statement,
     prune_mail: Statement,
     reserve_storage: Statement,
     lock_storage: Statement,
@@ -68,7 +69,7 @@ pub(super) struct Statements {
 impl Statements {
     /// Prepares them all, pipelined.
     pub(super) async fn prepare(c: &Client) -> Result<Self, StoreError> {
-        const SQL: [&str; 31] = [
+        const SQL: [&str; 32] = [
             "BEGIN",
             "COMMIT",
             "INSERT INTO senders (sender, numbers)
@@ -118,9 +119,16 @@ impl Statements {
              WHERE id = 1",
             "DELETE FROM sessions WHERE id IN
                  (SELECT id FROM sessions WHERE created_at < $1 LIMIT $2)",
+            // Pruning (alone in its transaction) locks the mailboxes it
+            // will change first, in order, as a batch of messages does.
+            "SELECT recipient FROM mailboxes WHERE recipient IN
+                 (SELECT DISTINCT recipient FROM queued WHERE created_at < $1)
+             ORDER BY recipient FOR UPDATE",
+            // Only from the mailboxes locked above ($3).
             "WITH d AS (
                  DELETE FROM queued WHERE (recipient, id) IN
-                     (SELECT recipient, id FROM queued WHERE created_at < $1 LIMIT $2)
+                     (SELECT recipient, id FROM queued
+                      WHERE created_at < $1 AND recipient = ANY($3::int8[]) LIMIT $2)
                  RETURNING recipient, octet_length(body)::int8 AS len),
              s AS (SELECT recipient, count(*) AS n, sum(len)::int8 AS b FROM d GROUP BY recipient),
              u AS (UPDATE mailboxes m SET messages = m.messages - s.n, bytes = m.bytes - s.b
@@ -199,6 +207,7 @@ impl Statements {
             complete_file: next()?,
             discard_file: next()?,
             prune_sessions: next()?,
+            lock_expired: next()?,
             prune_mail: next()?,
             reserve_storage: next()?,
             lock_storage: next()?,
@@ -265,9 +274,7 @@ pub(super) async fn execute(
     let mut files = false;
     for command in batch {
         match command {
-            Command::CreateFile { .. } | Command::DiscardFile(..) | Command::Prune { .. } => {
-                files = true
-            }
+            Command::CreateFile { .. } | Command::DiscardFile(..) => files = true,
             Command::StoreDirect { from, to, .. } => {
                 senders.push(as_i64(*from));
                 recipients.push(as_i64(*to));
@@ -640,6 +647,8 @@ async fn rare(
             .map_err(db)?;
             Outcome::Done
         }
+        // Alone in its transaction (see `super::run`): mailboxes, then
+        // the storage row, then files, the order every batch locks in.
         Command::Prune {
             sessions_before,
             mail_before,
@@ -653,8 +662,15 @@ async fn rare(
             let messages = match mail_before {
                 None => 0,
                 Some(before) => {
+                    let locked = c
+                        .query(&st.lock_expired, &[before])
+                        .await
+                        .map_err(db)?
+                        .iter()
+                        .map(|r| r.try_get::<_, i64>(0).map_err(db))
+                        .collect::<Result<Vec<i64>, _>>()?;
                     let n: i64 = c
-                        .query_one(&st.prune_mail, &[before, &PRUNE_LIMIT])
+                        .query_one(&st.prune_mail, &[before, &PRUNE_LIMIT, &locked])
                         .await
                         .map_err(db)?
                         .try_get(0)
@@ -668,6 +684,8 @@ async fn rare(
                     .collect::<Result<Vec<_>, _>>()
             };
             let min_charge = charge(limits.min_file_charge);
+            // The storage row before any file's, as a batch takes them.
+            c.query(&st.lock_storage, &[]).await.map_err(db)?;
             let mut uploads = ids(c
                 .query(&st.prune_uploads, &[&min_charge, &PRUNE_LIMIT])
                 .await

@@ -208,75 +208,87 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        if link.as_ref().is_some_and(|l| l.client.is_closed()) {
-            tracing::warn!("the PostgreSQL connection is closed; connecting again");
-            link = None;
-        }
-        if link.is_none() && Instant::now() >= retry_at {
-            let attempt = async { Link::new(target.connect().await?).await };
-            match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-                Ok(Ok(l)) => {
-                    tracing::info!("connected to PostgreSQL again");
-                    link = Some(l);
-                    retry = FIRST_RETRY;
-                    down = None;
-                }
-                Ok(Err(e)) => down = Some(e.to_string()),
-                Err(_) => down = Some("connecting timed out".into()),
-            }
-            if link.is_none() {
-                retry_at = Instant::now() + retry;
-                retry = (retry * 2).min(LAST_RETRY);
-            }
-        }
-        let Some(l) = link.as_mut() else {
-            let why = down.as_deref().unwrap_or("not connected");
-            let err = StoreError::Database(format!("PostgreSQL is unreachable: {why}").into());
-            metrics::counter!(names::STORE_FAILED).increment(1);
-            tracing::error!(error = %err, requests = batch.len(), "batch refused");
-            batch.into_iter().for_each(|c| answer(c, Err(&err)));
-            continue;
-        };
-        let (size, started) = (batch.len(), std::time::Instant::now());
-        let result = tokio::time::timeout(BATCH_TIMEOUT, batch::execute(l, &batch, &limits)).await;
-        metrics::histogram!(names::STORE_BATCH).record(size as f64);
-        metrics::histogram!(names::STORE_COMMIT).record(started.elapsed().as_secs_f64());
-        if !matches!(result, Ok(Ok(_))) {
-            metrics::counter!(names::STORE_FAILED).increment(1);
-        }
-        match result {
-            Ok(Ok((outcomes, highest))) => {
-                if let Some(h) = highest {
-                    committed.fetch_max(h, Ordering::AcqRel);
-                }
-                batch::reply(batch, outcomes);
-                let trim = batch::trim_broadcasts(l, &limits);
-                if tokio::time::timeout(BATCH_TIMEOUT, trim).await.is_err() {
-                    tracing::warn!("trimming the broadcasts kept timed out; connecting again");
-                    link = None;
-                }
-            }
-            Ok(Err(err)) => {
-                // A connection lost during COMMIT leaves the outcome
-                // unknown: every request fails, and a resend is then
-                // either stored or recognised as a duplicate.
-                tracing::error!(error = %err, requests = batch.len(), "batch not committed");
-                if l.client.is_closed()
-                    || tokio::time::timeout(CONNECT_TIMEOUT, l.client.batch_execute("ROLLBACK"))
-                        .await
-                        .map_or(true, |r| r.is_err())
-                {
-                    link = None;
-                }
-                batch.into_iter().for_each(|c| answer(c, Err(&err)));
-            }
-            Err(_) => {
-                let err = StoreError::Database(
-                    format!("PostgreSQL did not answer within {BATCH_TIMEOUT:?}").into(),
-                );
-                tracing::error!(error = %err, "batch abandoned; connecting again");
+        // Pruning runs in a transaction of its own: it locks mailboxes and
+        // the storage row, which a batch of messages locks too, and only
+        // alone can it take them in the same order as every batch.
+        let (prunes, rest): (Vec<Command>, Vec<Command>) = batch
+            .into_iter()
+            .partition(|c| matches!(c, Command::Prune { .. }));
+        let groups = std::iter::once(rest)
+            .chain(prunes.into_iter().map(|p| vec![p]))
+            .filter(|g| !g.is_empty());
+        for batch in groups {
+            if link.as_ref().is_some_and(|l| l.client.is_closed()) {
+                tracing::warn!("the PostgreSQL connection is closed; connecting again");
                 link = None;
+            }
+            if link.is_none() && Instant::now() >= retry_at {
+                let attempt = async { Link::new(target.connect().await?).await };
+                match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+                    Ok(Ok(l)) => {
+                        tracing::info!("connected to PostgreSQL again");
+                        link = Some(l);
+                        retry = FIRST_RETRY;
+                        down = None;
+                    }
+                    Ok(Err(e)) => down = Some(e.to_string()),
+                    Err(_) => down = Some("connecting timed out".into()),
+                }
+                if link.is_none() {
+                    retry_at = Instant::now() + retry;
+                    retry = (retry * 2).min(LAST_RETRY);
+                }
+            }
+            let Some(l) = link.as_mut() else {
+                let why = down.as_deref().unwrap_or("not connected");
+                let err = StoreError::Database(format!("PostgreSQL is unreachable: {why}").into());
+                metrics::counter!(names::STORE_FAILED).increment(1);
+                tracing::error!(error = %err, requests = batch.len(), "batch refused");
                 batch.into_iter().for_each(|c| answer(c, Err(&err)));
+                continue;
+            };
+            let (size, started) = (batch.len(), std::time::Instant::now());
+            let result =
+                tokio::time::timeout(BATCH_TIMEOUT, batch::execute(l, &batch, &limits)).await;
+            metrics::histogram!(names::STORE_BATCH).record(size as f64);
+            metrics::histogram!(names::STORE_COMMIT).record(started.elapsed().as_secs_f64());
+            if !matches!(result, Ok(Ok(_))) {
+                metrics::counter!(names::STORE_FAILED).increment(1);
+            }
+            match result {
+                Ok(Ok((outcomes, highest))) => {
+                    if let Some(h) = highest {
+                        committed.fetch_max(h, Ordering::AcqRel);
+                    }
+                    batch::reply(batch, outcomes);
+                    let trim = batch::trim_broadcasts(l, &limits);
+                    if tokio::time::timeout(BATCH_TIMEOUT, trim).await.is_err() {
+                        tracing::warn!("trimming the broadcasts kept timed out; connecting again");
+                        link = None;
+                    }
+                }
+                Ok(Err(err)) => {
+                    // A connection lost during COMMIT leaves the outcome
+                    // unknown: every request fails, and a resend is then
+                    // either stored or recognised as a duplicate.
+                    tracing::error!(error = %err, requests = batch.len(), "batch not committed");
+                    if l.client.is_closed()
+                        || tokio::time::timeout(CONNECT_TIMEOUT, l.client.batch_execute("ROLLBACK"))
+                            .await
+                            .map_or(true, |r| r.is_err())
+                    {
+                        link = None;
+                    }
+                    batch.into_iter().for_each(|c| answer(c, Err(&err)));
+                }
+                Err(_) => {
+                    let err = StoreError::Database(
+                        format!("PostgreSQL did not answer within {BATCH_TIMEOUT:?}").into(),
+                    );
+                    tracing::error!(error = %err, "batch abandoned; connecting again");
+                    link = None;
+                    batch.into_iter().for_each(|c| answer(c, Err(&err)));
+                }
             }
         }
     }

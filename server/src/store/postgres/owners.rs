@@ -142,6 +142,28 @@ pub(in crate::store) async fn resume(
     )))
 }
 
+/// Gives `user`'s row back to `session` of `node`, attached, if the row
+/// still names `node` (another of its sessions took it; the hub kept this
+/// one); the new attachment number, or `None` if another node has it now.
+pub(in crate::store) async fn give_back(
+    pool: &Pool,
+    user: u64,
+    session: u64,
+    node: u64,
+) -> Result<Option<u64>, StoreError> {
+    let c = client(pool).await?;
+    let row = c
+        .query_opt(
+            "UPDATE owners SET session = $2, attached = TRUE, epoch = epoch + 1, since = now()
+             WHERE user_id = $1 AND node = $3 RETURNING epoch",
+            &[&as_i64(user), &as_i64(session), &as_i64(node)],
+        )
+        .await
+        .map_err(db)?;
+    row.map(|r| r.try_get::<_, i64>(0).map(|e| e as u64).map_err(db))
+        .transpose()
+}
+
 /// The client of `session` went away; the row stays, free for another
 /// sign-in. Only the attachment numbered `epoch` is marked: a later one
 /// (the session resumed meanwhile) is left as it is.

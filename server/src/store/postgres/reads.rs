@@ -190,9 +190,12 @@ pub(in crate::store) async fn broadcasts_since_node(
 
 /// The newest `limit` broadcasts kept that were committed since `session`
 /// was issued (both by PostgreSQL's clock), but `user`'s own, returned
-/// oldest first. A session issued before schema v4 has only the issuing
-/// node's clock, in seconds: a broadcast a little older may come too,
-/// which a client that has shown it drops.
+/// oldest first. A broadcast's time is its transaction's start, and a
+/// batch may take up to 30 s (`BATCH_TIMEOUT`) to commit, so those up to
+/// 30 s older than the session come too: the client drops what it has
+/// shown, and a broadcast committed after the session began is never left
+/// out. A session issued before schema v4 has only the issuing node's
+/// clock.
 pub(in crate::store) async fn broadcasts_since_session(
     pool: &Pool,
     session: u64,
@@ -204,7 +207,7 @@ pub(in crate::store) async fn broadcasts_since_session(
         .prepare_cached(
             "SELECT b.number, b.sender, b.body FROM broadcasts b
              WHERE b.at >= (SELECT COALESCE(started, to_timestamp(created_at))
-                            FROM sessions WHERE id = $1)
+                            FROM sessions WHERE id = $1) - interval '30 seconds'
                AND b.sender <> $2
              ORDER BY b.number DESC LIMIT $3",
         )
