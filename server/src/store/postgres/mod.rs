@@ -47,6 +47,32 @@ pub(super) fn db(e: tokio_postgres::Error) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
+/// A connection from the reading pool; failing to get one is a database
+/// error.
+pub(super) async fn pooled(
+    pool: &deadpool_postgres::Pool,
+) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))
+}
+
+/// Runs `sql` on a pooled connection, prepared once per connection.
+pub(super) async fn cached(
+    pool: &deadpool_postgres::Pool,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let c = pooled(pool).await?;
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query(&st, params).await.map_err(db)
+}
+
+/// A count or limit as a BIGINT, saturating.
+pub(super) fn as_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A number as PostgreSQL's BIGINT keeps it: its bits, as SQLite does
 /// (session numbers use all 64).
 pub(super) fn as_i64(n: u64) -> i64 {

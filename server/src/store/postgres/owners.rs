@@ -12,13 +12,7 @@
 use deadpool_postgres::Pool;
 
 use super::super::{Claim, HeldRow, StoreError, Taken};
-use super::{as_i64, db};
-
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Database(Box::new(e)))
-}
+use super::{as_i64, as_limit, cached, db, pooled};
 
 /// Judges the locked row of `user` and, if it is free, gives it to
 /// `session` on `node`, attached. The row after `INSERT ... ON CONFLICT DO
@@ -29,7 +23,7 @@ pub(in crate::store) async fn claim(
     session: u64,
     node: u64,
 ) -> Result<Claim, StoreError> {
-    let mut c = client(pool).await?;
+    let mut c = pooled(pool).await?;
     let tx = c.transaction().await.map_err(db)?;
     let (user, session, node) = (as_i64(user), as_i64(session), as_i64(node));
     tx.execute(
@@ -100,7 +94,7 @@ pub(in crate::store) async fn resume(
     node: u64,
     timeout: std::time::Duration,
 ) -> Result<Option<(u64, Taken)>, StoreError> {
-    let mut c = client(pool).await?;
+    let mut c = pooled(pool).await?;
     let tx = c.transaction().await.map_err(db)?;
     let (session, node) = (as_i64(session), as_i64(node));
     let row = tx
@@ -151,16 +145,15 @@ pub(in crate::store) async fn give_back(
     session: u64,
     node: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let c = client(pool).await?;
-    let row = c
-        .query_opt(
-            "UPDATE owners SET session = $2, attached = TRUE, epoch = epoch + 1, since = now()
-             WHERE user_id = $1 AND node = $3 RETURNING epoch",
-            &[&as_i64(user), &as_i64(session), &as_i64(node)],
-        )
-        .await
-        .map_err(db)?;
-    row.map(|r| r.try_get::<_, i64>(0).map(|e| e as u64).map_err(db))
+    let rows = cached(
+        pool,
+        "UPDATE owners SET session = $2, attached = TRUE, epoch = epoch + 1, since = now()
+         WHERE user_id = $1 AND node = $3 RETURNING epoch",
+        &[&as_i64(user), &as_i64(session), &as_i64(node)],
+    )
+    .await?;
+    rows.first()
+        .map(|r| r.try_get::<_, i64>(0).map(|e| e as u64).map_err(db))
         .transpose()
 }
 
@@ -174,8 +167,8 @@ pub(in crate::store) async fn detached(
     node: u64,
     epoch: u64,
 ) -> Result<(), StoreError> {
-    let c = client(pool).await?;
-    c.execute(
+    cached(
+        pool,
         "UPDATE owners SET attached = FALSE, since = now()
          WHERE user_id = $1 AND session = $2 AND node = $3 AND epoch = $4",
         &[
@@ -186,8 +179,7 @@ pub(in crate::store) async fn detached(
         ],
     )
     .await
-    .map_err(db)?;
-    Ok(())
+    .map(drop)
 }
 
 /// `session` ended on `node`: its row goes, unless another node or
@@ -198,37 +190,31 @@ pub(in crate::store) async fn ended(
     session: u64,
     node: u64,
 ) -> Result<(), StoreError> {
-    let c = client(pool).await?;
-    c.execute(
+    cached(
+        pool,
         "DELETE FROM owners WHERE user_id = $1 AND session = $2 AND node = $3",
         &[&as_i64(user), &as_i64(session), &as_i64(node)],
     )
     .await
-    .map_err(db)?;
-    Ok(())
+    .map(drop)
 }
 
 /// Every row `node` holds goes (it shuts down).
 pub(in crate::store) async fn node_gone(pool: &Pool, node: u64) -> Result<(), StoreError> {
-    let c = client(pool).await?;
-    c.execute("DELETE FROM owners WHERE node = $1", &[&as_i64(node)])
+    cached(pool, "DELETE FROM owners WHERE node = $1", &[&as_i64(node)])
         .await
-        .map_err(db)?;
-    Ok(())
+        .map(drop)
 }
 
 /// Users attached on a node whose lease holds, in order, at most `limit`.
 pub(in crate::store) async fn online(pool: &Pool, limit: usize) -> Result<Vec<u64>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached(
-            "SELECT o.user_id FROM owners o JOIN nodes n ON n.id = o.node
-             WHERE o.attached AND n.lease_until > now() ORDER BY o.user_id LIMIT $1",
-        )
-        .await
-        .map_err(db)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = c.query(&st, &[&limit]).await.map_err(db)?;
+    let rows = cached(
+        pool,
+        "SELECT o.user_id FROM owners o JOIN nodes n ON n.id = o.node
+         WHERE o.attached AND n.lease_until > now() ORDER BY o.user_id LIMIT $1",
+        &[&as_limit(limit)],
+    )
+    .await?;
     rows.iter()
         .map(|r| r.try_get::<_, i64>(0).map(|u| u as u64).map_err(db))
         .collect()
@@ -241,18 +227,13 @@ pub(in crate::store) async fn held_by(
     node: u64,
     settle: std::time::Duration,
 ) -> Result<Vec<HeldRow>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached(
-            "SELECT user_id, session, attached, epoch, since < now() - make_interval(secs => $2)
-             FROM owners WHERE node = $1",
-        )
-        .await
-        .map_err(db)?;
-    let rows = c
-        .query(&st, &[&as_i64(node), &settle.as_secs_f64()])
-        .await
-        .map_err(db)?;
+    let rows = cached(
+        pool,
+        "SELECT user_id, session, attached, epoch, since < now() - make_interval(secs => $2)
+         FROM owners WHERE node = $1",
+        &[&as_i64(node), &settle.as_secs_f64()],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(HeldRow {

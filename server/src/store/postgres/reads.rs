@@ -3,29 +3,32 @@
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
+use tokio_postgres::Row;
 
 use proto::limits::BROADCAST_BIT;
 
 use super::super::{Account, FileMeta, KeptBroadcast, Queued, StoreError};
-use super::{as_i64, db};
+use super::{as_i64, as_limit, cached, db};
 
-/// A connection from the pool; failing to get one is a database error.
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Database(Box::new(e)))
+/// The one row `sql` reads, if any.
+async fn one(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    Ok(cached(pool, sql, params).await?.into_iter().next())
 }
 
 pub(in crate::store) async fn user_name(
     pool: &Pool,
     user: u64,
 ) -> Result<Option<String>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached("SELECT name FROM users WHERE id = $1")
-        .await
-        .map_err(db)?;
-    let row = c.query_opt(&st, &[&as_i64(user)]).await.map_err(db)?;
+    let row = one(
+        pool,
+        "SELECT name FROM users WHERE id = $1",
+        &[&as_i64(user)],
+    )
+    .await?;
     row.map(|r| r.try_get(0).map_err(db)).transpose()
 }
 
@@ -33,12 +36,12 @@ pub(in crate::store) async fn user_name(
 /// (committed or not): a direct message numbered above it is committed
 /// after this read.
 pub(in crate::store) async fn delivery_horizon(pool: &Pool) -> Result<u64, StoreError> {
-    let c = client(pool).await?;
-    let row = c
-        .query_one("SELECT last_value FROM delivery_numbers", &[])
-        .await
+    let row = one(pool, "SELECT last_value FROM delivery_numbers", &[]).await?;
+    let n: i64 = row
+        .ok_or(StoreError::Damaged("the delivery sequence"))?
+        .try_get(0)
         .map_err(db)?;
-    Ok(row.try_get::<_, i64>(0).map_err(db)?.max(0) as u64)
+    Ok(n.max(0) as u64)
 }
 
 pub(in crate::store) async fn queued_page(
@@ -47,19 +50,13 @@ pub(in crate::store) async fn queued_page(
     after: u64,
     limit: usize,
 ) -> Result<Vec<Queued>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached(
-            "SELECT id, sender, body FROM queued WHERE recipient = $1 AND id > $2
-             ORDER BY id LIMIT $3",
-        )
-        .await
-        .map_err(db)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = c
-        .query(&st, &[&as_i64(user), &as_i64(after), &limit])
-        .await
-        .map_err(db)?;
+    let rows = cached(
+        pool,
+        "SELECT id, sender, body FROM queued WHERE recipient = $1 AND id > $2
+         ORDER BY id LIMIT $3",
+        &[&as_i64(user), &as_i64(after), &as_limit(limit)],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(Queued {
@@ -74,27 +71,22 @@ pub(in crate::store) async fn queued_page(
 /// Messages in every mailbox: the sum of the counts the writer keeps per
 /// recipient, rather than a count over the queue's rows.
 pub(in crate::store) async fn queued_total(pool: &Pool) -> Result<u64, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached("SELECT COALESCE(sum(messages), 0)::BIGINT FROM mailboxes")
-        .await
-        .map_err(db)?;
-    let n: i64 = c
-        .query_one(&st, &[])
-        .await
-        .map_err(db)?
+    let row = one(
+        pool,
+        "SELECT COALESCE(sum(messages), 0)::BIGINT FROM mailboxes",
+        &[],
+    )
+    .await?;
+    let n: i64 = row
+        .ok_or(StoreError::Damaged("the mailboxes' counts"))?
         .try_get(0)
         .map_err(db)?;
     Ok(n.max(0) as u64)
 }
 
 pub(in crate::store) async fn file(pool: &Pool, file: u64) -> Result<Option<FileMeta>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached("SELECT name, size, complete FROM files WHERE id = $1")
-        .await
-        .map_err(db)?;
-    let Some(r) = c.query_opt(&st, &[&as_i64(file)]).await.map_err(db)? else {
+    let sql = "SELECT name, size, complete FROM files WHERE id = $1";
+    let Some(r) = one(pool, sql, &[&as_i64(file)]).await? else {
         return Ok(None);
     };
     let size: i64 = r.try_get(1).map_err(db)?;
@@ -106,12 +98,7 @@ pub(in crate::store) async fn file(pool: &Pool, file: u64) -> Result<Option<File
 }
 
 pub(in crate::store) async fn files(pool: &Pool) -> Result<Vec<u64>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached("SELECT id FROM files WHERE complete ORDER BY id")
-        .await
-        .map_err(db)?;
-    let rows = c.query(&st, &[]).await.map_err(db)?;
+    let rows = cached(pool, "SELECT id FROM files WHERE complete ORDER BY id", &[]).await?;
     rows.iter()
         .map(|r| r.try_get::<_, i64>(0).map(|id| id as u64).map_err(db))
         .collect()
@@ -121,15 +108,10 @@ pub(in crate::store) async fn account(
     pool: &Pool,
     name: &str,
 ) -> Result<Option<Account>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached(
-            "SELECT users.id, accounts.hash FROM users JOIN accounts ON accounts.user_id = users.id
-             WHERE users.name = $1",
-        )
-        .await
-        .map_err(db)?;
-    let Some(r) = c.query_opt(&st, &[&name]).await.map_err(db)? else {
+    let sql =
+        "SELECT users.id, accounts.hash FROM users JOIN accounts ON accounts.user_id = users.id
+               WHERE users.name = $1";
+    let Some(r) = one(pool, sql, &[&name]).await? else {
         return Ok(None);
     };
     Ok(Some(Account {
@@ -142,18 +124,14 @@ pub(in crate::store) async fn account_of(
     pool: &Pool,
     user: u64,
 ) -> Result<Option<String>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached("SELECT hash FROM accounts WHERE user_id = $1")
-        .await
-        .map_err(db)?;
-    let row = c.query_opt(&st, &[&as_i64(user)]).await.map_err(db)?;
+    let sql = "SELECT hash FROM accounts WHERE user_id = $1";
+    let row = one(pool, sql, &[&as_i64(user)]).await?;
     row.map(|r| r.try_get(0).map_err(db)).transpose()
 }
 
 /// Broadcasts kept, as the rows `rows` read (number, sender, body), oldest
 /// number first.
-fn kept(rows: Vec<tokio_postgres::Row>) -> Result<Vec<KeptBroadcast>, StoreError> {
+fn kept(rows: Vec<Row>) -> Result<Vec<KeptBroadcast>, StoreError> {
     let mut kept = rows
         .iter()
         .map(|r| {
@@ -175,17 +153,16 @@ pub(in crate::store) async fn broadcasts_since_node(
     node: u64,
     limit: usize,
 ) -> Result<Vec<KeptBroadcast>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached(
+    kept(
+        cached(
+            pool,
             "SELECT b.number, b.sender, b.body FROM broadcasts b
              WHERE b.at >= (SELECT started_at FROM nodes WHERE id = $1)
              ORDER BY b.number DESC LIMIT $2",
+            &[&as_i64(node), &as_limit(limit)],
         )
-        .await
-        .map_err(db)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    kept(c.query(&st, &[&as_i64(node), &limit]).await.map_err(db)?)
+        .await?,
+    )
 }
 
 /// The newest `limit` broadcasts kept that were committed since `session`
@@ -202,21 +179,16 @@ pub(in crate::store) async fn broadcasts_since_session(
     user: u64,
     limit: usize,
 ) -> Result<Vec<KeptBroadcast>, StoreError> {
-    let c = client(pool).await?;
-    let st = c
-        .prepare_cached(
+    kept(
+        cached(
+            pool,
             "SELECT b.number, b.sender, b.body FROM broadcasts b
              WHERE b.at >= (SELECT COALESCE(started, to_timestamp(created_at))
                             FROM sessions WHERE id = $1) - interval '30 seconds'
                AND b.sender <> $2
              ORDER BY b.number DESC LIMIT $3",
+            &[&as_i64(session), &as_i64(user), &as_limit(limit)],
         )
-        .await
-        .map_err(db)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    kept(
-        c.query(&st, &[&as_i64(session), &as_i64(user), &limit])
-            .await
-            .map_err(db)?,
+        .await?,
     )
 }
