@@ -177,82 +177,6 @@ impl Cluster {
     }
 }
 
-/// An incoming message: (from, delivery number, body).
-async fn incoming(peer: &mut WsPeer) -> (u64, u64, Bytes) {
-    match peer.recv().await {
-        Packet::IncomingMessage {
-            from,
-            message,
-            body,
-        } => (from, message, body),
-        p => panic!("expected an incoming message, got {p:?}"),
-    }
-}
-
-async fn ack(peer: &mut WsPeer, message: u64) {
-    peer.send(Packet::IncomingMessageAck { message }).await;
-}
-
-async fn message(peer: &mut WsPeer, to: u64, message: u64, body: &'static str) {
-    let session = peer.session;
-    peer.send(Packet::MessageRequest {
-        session,
-        to,
-        message,
-        body: Bytes::from_static(body.as_bytes()),
-    })
-    .await;
-    assert_eq!(peer.recv().await, Packet::MessageResponse { message });
-}
-
-async fn upload(peer: &mut WsPeer, name: &str, data: &[u8]) -> u64 {
-    let session = peer.session;
-    peer.send(Packet::FileUploadRequest {
-        session,
-        size: data.len() as u32,
-        name: name.into(),
-    })
-    .await;
-    let (file, transaction) = match peer.recv().await {
-        Packet::FileUploadResponse { file, transaction } => (file, transaction),
-        p => panic!("upload refused: {p:?}"),
-    };
-    for (chunk, part) in data.chunks(256).enumerate() {
-        let chunk = chunk as u32;
-        peer.send(Packet::UploadChunkRequest {
-            transaction,
-            chunk,
-            data: Bytes::copy_from_slice(part),
-        })
-        .await;
-        match peer.recv().await {
-            Packet::UploadChunkResponse { chunk: c, .. } if c == chunk => {}
-            p => panic!("expected chunk {chunk}'s answer, got {p:?}"),
-        }
-    }
-    file
-}
-
-async fn download(peer: &mut WsPeer, file: u64, size: usize) -> Vec<u8> {
-    let session = peer.session;
-    peer.send(Packet::FileDownloadRequest { session, file })
-        .await;
-    let transaction = match peer.recv().await {
-        Packet::FileDownloadResponse { transaction, .. } => transaction,
-        p => panic!("download refused: {p:?}"),
-    };
-    let mut out = Vec::new();
-    for chunk in 0..(size as u32).div_ceil(256) {
-        peer.send(Packet::DownloadChunkRequest { transaction, chunk })
-            .await;
-        match peer.recv().await {
-            Packet::DownloadChunkResponse { data, .. } => out.extend_from_slice(&data),
-            p => panic!("expected chunk {chunk}, got {p:?}"),
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn three_nodes_behind_two_gateways_behave_as_one_and_survive_a_node_killed() {
     let mut cluster = Cluster::start().await;
@@ -281,8 +205,8 @@ async fn three_nodes_behind_two_gateways_behave_as_one_and_survive_a_node_killed
     }
 
     // A direct message across gateways and nodes, left unacknowledged.
-    message(&mut bob, alice.user, 1, "not acknowledged").await;
-    let (from, unacked, body) = incoming(&mut alice).await;
+    bob.message(alice.user, 1, "not acknowledged").await;
+    let (from, unacked, body) = alice.incoming().await;
     assert_eq!((from, &body[..]), (bob.user, &b"not acknowledged"[..]));
     // A broadcast reaches both others.
     let session = bob.session;
@@ -294,17 +218,17 @@ async fn three_nodes_behind_two_gateways_behave_as_one_and_survive_a_node_killed
     .await;
     assert_eq!(bob.recv().await, Packet::BroadcastResponse { message: 2 });
     for p in [&mut alice, &mut carol] {
-        let (from, n, body) = incoming(p).await;
+        let (from, n, body) = p.incoming().await;
         assert_eq!((from, &body[..]), (bob.user, &b"hello all"[..]));
         assert_ne!(n & BROADCAST_BIT, 0);
-        ack(p, n).await;
+        p.ack(n).await;
     }
     // A file up through one node, down through another (alice's node is
     // not carol's) and through the other gateway.
     let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let file = upload(&mut carol, "notes.bin", &data).await;
-    assert_eq!(download(&mut alice, file, data.len()).await, data);
-    assert_eq!(download(&mut bob, file, data.len()).await, data);
+    let file = carol.upload("notes.bin", &data).await;
+    assert_eq!(alice.download(file, data.len()).await, data);
+    assert_eq!(bob.download(file, data.len()).await, data);
 
     // Alice's node is killed under her.
     let killed = cluster.node_of(alice.user).await;
@@ -342,7 +266,7 @@ async fn three_nodes_behind_two_gateways_behave_as_one_and_survive_a_node_killed
     // The broadcast comes again too: the dead node cannot say that it was
     // acknowledged, so those kept since the session began are sent again
     // (the client core drops a number it has shown).
-    let mut redelivered = vec![incoming(&mut again).await, incoming(&mut again).await];
+    let mut redelivered = vec![again.incoming().await, again.incoming().await];
     redelivered.sort_by_key(|(_, n, _)| *n & BROADCAST_BIT);
     let [(from, n, body), (bfrom, _, bbody)] = &redelivered[..] else {
         unreachable!()
@@ -353,15 +277,15 @@ async fn three_nodes_behind_two_gateways_behave_as_one_and_survive_a_node_killed
     );
     assert_eq!((*bfrom, &bbody[..]), (bob.user, &b"hello all"[..]));
     for (_, n, _) in &redelivered {
-        ack(&mut again, *n).await;
+        again.ack(*n).await;
     }
     assert_ne!(cluster.node_of(alice.user).await, killed);
     // And live again, from carol, whose node is not the dead one (bob's
     // may be).
-    message(&mut carol, alice.user, 3, "after").await;
-    let (from, n, body) = incoming(&mut again).await;
+    carol.message(alice.user, 3, "after").await;
+    let (from, n, body) = again.incoming().await;
     assert_eq!((from, &body[..]), (carol.user, &b"after"[..]));
-    ack(&mut again, n).await;
+    again.ack(n).await;
     let online = again.users().await;
     assert!(
         online.contains(&alice.user) && online.contains(&carol.user),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{patience, pattern, spawn_binary, Peer};
+use common::{kill_9, patience, pattern, spawn_binary, Peer};
 use futures_util::StreamExt;
 use proto::Packet;
 
@@ -216,8 +216,7 @@ async fn backup_under_load() {
         during > 0,
         "the server acknowledged no message while the backup ran"
     );
-    live.start_kill().unwrap();
-    live.wait().await.unwrap();
+    kill_9(&mut live).await;
 
     let restored = dir.path().join("restored");
     run_binary(&[

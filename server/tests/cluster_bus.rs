@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{node_in_process, patience, spawn_node, Peer, TwoNodes};
+use common::{kill_9, node_in_process, patience, spawn_node, Peer, TwoNodes};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use proto::limits::BROADCAST_BIT;
 use proto::Packet;
@@ -194,11 +194,7 @@ async fn messages_sent_while_nats_was_down_are_caught_up_from_postgres() {
     assert!(broadcast(&mut alice, 4, "everyone, while nats was down")
         .await
         .is_empty());
-    a.start_kill().unwrap();
-    tokio::time::timeout(patience(), a.wait())
-        .await
-        .expect("node a dies in time")
-        .unwrap();
+    kill_9(&mut a).await;
     nats.start_again().await;
 
     let mut caught = vec![bob.incoming().await, bob.incoming().await];

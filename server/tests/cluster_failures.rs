@@ -24,7 +24,7 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::traffic::{body_of, read_and_ack, recipient_of, send_each, Seen, Sent};
-use common::{node_in_process, patience, pattern, spawn_node, Peer};
+use common::{kill_9, node_in_process, patience, pattern, spawn_node, Peer};
 use proto::{ErrorCode, Packet};
 
 /// Signs `name` in through `addr`, trying again while the cluster refuses
@@ -238,11 +238,7 @@ async fn kill_9_of_one_of_three_nodes_mid_traffic_delivers_every_acknowledged_me
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let (mut victim, _) = nodes.remove(0);
-    victim.start_kill().unwrap();
-    tokio::time::timeout(patience(), victim.wait())
-        .await
-        .expect("node 0 dies in time")
-        .unwrap();
+    kill_9(&mut victim).await;
     for task in tasks {
         tokio::time::timeout(3 * patience(), task)
             .await
@@ -323,27 +319,8 @@ async fn kill_9_of_one_of_three_nodes_mid_traffic_delivers_every_acknowledged_me
 /// Starts an upload of `data` and sends its first chunk; returns the file
 /// number and the transaction.
 async fn start_upload(peer: &mut Peer, name: &str, data: &[u8]) -> (u64, u64) {
-    let session = peer.session;
-    peer.send(Packet::FileUploadRequest {
-        session,
-        size: data.len() as u32,
-        name: name.into(),
-    })
-    .await;
-    let (file, transaction) = match peer.recv().await {
-        Packet::FileUploadResponse { file, transaction } => (file, transaction),
-        p => panic!("upload refused: {p:?}"),
-    };
-    peer.send(Packet::UploadChunkRequest {
-        transaction,
-        chunk: 0,
-        data: Bytes::copy_from_slice(&data[..256]),
-    })
-    .await;
-    match peer.recv().await {
-        Packet::UploadChunkResponse { chunk: 0, .. } => {}
-        p => panic!("expected the chunk's answer, got {p:?}"),
-    }
+    let (file, transaction) = peer.start_upload(name, data.len() as u32).await;
+    peer.send_chunk(transaction, 0, data).await;
     (file, transaction)
 }
 
@@ -380,11 +357,7 @@ async fn a_dead_nodes_unfinished_upload_is_removed_and_a_live_ones_is_kept() {
     assert!(part(dead).exists() && part(live).exists());
     assert_eq!(storage(&pg).await, (10_000 + 4096, 10_000 + 4096));
 
-    a.start_kill().unwrap();
-    tokio::time::timeout(patience(), a.wait())
-        .await
-        .expect("node a dies in time")
-        .unwrap();
+    kill_9(&mut a).await;
     let deadline = tokio::time::Instant::now() + patience();
     while part(dead).exists() {
         assert!(
@@ -398,18 +371,7 @@ async fn a_dead_nodes_unfinished_upload_is_removed_and_a_live_ones_is_kept() {
 
     // Bob's upload finishes and is listed.
     for chunk in 1..3u32 {
-        let start = chunk as usize * 256;
-        let end = (start + 256).min(live_data.len());
-        bob.send(Packet::UploadChunkRequest {
-            transaction,
-            chunk,
-            data: Bytes::copy_from_slice(&live_data[start..end]),
-        })
-        .await;
-        match bob.recv().await {
-            Packet::UploadChunkResponse { chunk: c, .. } if c == chunk => {}
-            p => panic!("expected the chunk's answer, got {p:?}"),
-        }
+        bob.send_chunk(transaction, chunk, &live_data).await;
     }
     assert_eq!(bob.files().await, [live]);
     assert_eq!(bob.download(live).await, live_data);

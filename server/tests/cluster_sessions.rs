@@ -14,7 +14,7 @@ mod common;
 
 use common::nats::NatsServer;
 use common::postgres::PgServer;
-use common::{node_in_process, patience, signal, spawn_node, Peer, TwoNodes};
+use common::{kill_9, node_in_process, patience, signal, spawn_node, Peer, TwoNodes};
 use proto::limits::BROADCAST_BIT;
 use proto::{ErrorCode, Packet};
 use rustix::process::Signal;
@@ -104,14 +104,7 @@ async fn resume_on_the_other_node_moves_the_session_and_redelivers_what_was_not_
     // A direct message and a broadcast reach alice on node A, and are
     // not acknowledged.
     bob.message(alice.user, 1, "unacknowledged").await;
-    let session = bob.session;
-    bob.send(Packet::BroadcastRequest {
-        session,
-        message: 2,
-        body: bytes::Bytes::from_static(b"to all"),
-    })
-    .await;
-    assert_eq!(bob.recv().await, Packet::BroadcastResponse { message: 2 });
+    bob.broadcast(2, "to all").await;
     let first = alice.incoming().await;
     let second = alice.incoming().await;
     let mut before = vec![first, second];
@@ -248,22 +241,11 @@ async fn resume_after_the_node_was_killed_redelivers_direct_messages_and_broadca
     let mut bob = b.signed_in("bob").await;
 
     bob.message(alice.user, 1, "unacknowledged").await;
-    let session = bob.session;
-    bob.send(Packet::BroadcastRequest {
-        session,
-        message: 2,
-        body: bytes::Bytes::from_static(b"to all"),
-    })
-    .await;
-    assert_eq!(bob.recv().await, Packet::BroadcastResponse { message: 2 });
+    bob.broadcast(2, "to all").await;
     let mut before = vec![alice.incoming().await, alice.incoming().await];
     before.sort_by_key(|(_, n, _)| *n);
 
-    a.start_kill().unwrap();
-    tokio::time::timeout(patience(), a.wait())
-        .await
-        .expect("node a dies in time")
-        .unwrap();
+    kill_9(&mut a).await;
     let mut moved = b.peer().await;
     resume(&mut moved, &alice).await;
     let mut again = vec![moved.incoming().await, moved.incoming().await];

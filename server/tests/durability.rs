@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{pattern, spawn_binary, Peer, TestServer};
+use common::{kill_9, pattern, spawn_binary, Peer, TestServer};
 use proto::Packet;
 
 #[tokio::test]
@@ -67,8 +67,7 @@ async fn kill_9_during_an_upload_loses_no_acknowledged_message_and_shows_no_part
         .await;
     }
     assert!(matches!(a.recv().await, Packet::UploadChunkResponse { .. }));
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_9(&mut child).await;
 
     let (_child, addr) = spawn_binary(dir.path()).await;
     let mut b = Peer::connect(addr).await;

@@ -12,9 +12,8 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::postgres::PgServer;
 use common::traffic::{read_and_ack, send_until_broken, Seen, Sent};
-use common::{node_in_process, patience, pattern, spawn_node_in, Peer};
+use common::{kill_9, node_in_process, patience, pattern, spawn_node_in, Peer};
 use proto::limits::BROADCAST_BIT;
-use proto::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Messages, a resend, a broadcast, a file, and everything still there
@@ -40,15 +39,7 @@ async fn a_server_on_postgres_stores_messages_and_files_and_keeps_them() {
     assert!(second > delivery);
     bob.ack(delivery).await;
     // A broadcast reaches everyone online but the sender.
-    let session = alice.session;
-    alice
-        .send(Packet::BroadcastRequest {
-            session,
-            message: 3,
-            body: Bytes::from_static(b"hi all"),
-        })
-        .await;
-    assert_eq!(alice.recv().await, Packet::BroadcastResponse { message: 3 });
+    alice.broadcast(3, "hi all").await;
     for p in [&mut bob, &mut carol] {
         let (from, n, body) = p.incoming().await;
         assert_eq!((from, &body[..]), (alice.user, &b"hi all"[..]));
@@ -150,8 +141,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_9(&mut child).await;
     for task in tasks {
         tokio::time::timeout(patience(), task)
             .await

@@ -165,6 +165,85 @@ impl WsPeer {
         }
     }
 
+    /// Expects an incoming message: (from, delivery number, body).
+    pub async fn incoming(&mut self) -> (u64, u64, Bytes) {
+        match self.recv().await {
+            Packet::IncomingMessage {
+                from,
+                message,
+                body,
+            } => (from, message, body),
+            p => panic!("expected an incoming message, got {p:?}"),
+        }
+    }
+
+    pub async fn ack(&mut self, message: u64) {
+        self.send(Packet::IncomingMessageAck { message }).await;
+    }
+
+    /// Sends a direct message and expects its answer next.
+    pub async fn message(&mut self, to: u64, message: u64, body: &str) {
+        let session = self.session;
+        self.send(Packet::MessageRequest {
+            session,
+            to,
+            message,
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        })
+        .await;
+        assert_eq!(self.recv().await, Packet::MessageResponse { message });
+    }
+
+    /// Uploads `data` a chunk at a time; returns the file number.
+    pub async fn upload(&mut self, name: &str, data: &[u8]) -> u64 {
+        let session = self.session;
+        self.send(Packet::FileUploadRequest {
+            session,
+            size: data.len() as u32,
+            name: name.into(),
+        })
+        .await;
+        let (file, transaction) = match self.recv().await {
+            Packet::FileUploadResponse { file, transaction } => (file, transaction),
+            p => panic!("upload refused: {p:?}"),
+        };
+        for (chunk, part) in data.chunks(256).enumerate() {
+            let chunk = chunk as u32;
+            self.send(Packet::UploadChunkRequest {
+                transaction,
+                chunk,
+                data: Bytes::copy_from_slice(part),
+            })
+            .await;
+            match self.recv().await {
+                Packet::UploadChunkResponse { chunk: c, .. } if c == chunk => {}
+                p => panic!("expected chunk {chunk}'s answer, got {p:?}"),
+            }
+        }
+        file
+    }
+
+    /// Downloads file `file` of `size` bytes a chunk at a time.
+    pub async fn download(&mut self, file: u64, size: usize) -> Vec<u8> {
+        let session = self.session;
+        self.send(Packet::FileDownloadRequest { session, file })
+            .await;
+        let transaction = match self.recv().await {
+            Packet::FileDownloadResponse { transaction, .. } => transaction,
+            p => panic!("download refused: {p:?}"),
+        };
+        let mut out = Vec::new();
+        for chunk in 0..(size as u32).div_ceil(256) {
+            self.send(Packet::DownloadChunkRequest { transaction, chunk })
+                .await;
+            match self.recv().await {
+                Packet::DownloadChunkResponse { data, .. } => out.extend_from_slice(&data),
+                p => panic!("expected chunk {chunk}, got {p:?}"),
+            }
+        }
+        out
+    }
+
     pub async fn users(&mut self) -> Vec<u64> {
         let session = self.session;
         self.send(Packet::UsersRequest { session }).await;

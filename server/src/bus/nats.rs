@@ -517,11 +517,14 @@ async fn catch_up_broadcasts(ctx: &Context) -> Option<usize> {
             return None;
         }
     };
+    // A run of one sender's broadcasts is fanned out together, as it came.
     let mut new = 0;
-    for b in &kept {
-        if let Some(one) = crate::outbox::kept_broadcast(b) {
-            new += ctx.hub.broadcast_from_afar(b.sender, &[one]);
-        }
+    for run in kept.chunk_by(|a, b| a.sender == b.sender) {
+        let batch: Vec<(u64, Bytes)> = run
+            .iter()
+            .filter_map(crate::outbox::kept_broadcast)
+            .collect();
+        new += ctx.hub.broadcast_from_afar(run[0].sender, &batch);
     }
     metrics::counter!(names::BUS_CAUGHT_UP_BROADCASTS).increment(new as u64);
     Some(new)

@@ -214,6 +214,21 @@ impl Peer {
         );
     }
 
+    /// Sends a broadcast and expects its answer next.
+    pub async fn broadcast(&mut self, number: u64, body: &str) {
+        let session = self.session;
+        self.send(Packet::BroadcastRequest {
+            session,
+            message: number,
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        })
+        .await;
+        assert_eq!(
+            self.recv().await,
+            Packet::BroadcastResponse { message: number }
+        );
+    }
+
     /// Expects an incoming message and returns (from, number, body).
     pub async fn incoming(&mut self) -> (u64, u64, Bytes) {
         match self.recv().await {
@@ -251,17 +266,7 @@ impl Peer {
     /// Uploads `data`, sending every chunk before reading any answer, in
     /// the order given by `order` (a permutation of chunk numbers).
     pub async fn upload_in_order(&mut self, name: &str, data: &[u8], order: &[u32]) -> u64 {
-        let session = self.session;
-        self.send(Packet::FileUploadRequest {
-            session,
-            size: data.len() as u32,
-            name: name.into(),
-        })
-        .await;
-        let (file, transaction) = match self.recv().await {
-            Packet::FileUploadResponse { file, transaction } => (file, transaction),
-            p => panic!("upload refused: {p:?}"),
-        };
+        let (file, transaction) = self.start_upload(name, data.len() as u32).await;
         for &chunk in order {
             let start = chunk as usize * 256;
             let end = (start + 256).min(data.len());
@@ -290,6 +295,39 @@ impl Peer {
         }
         assert_eq!(acked.len(), order.len());
         file
+    }
+
+    /// Asks to upload `size` bytes as `name`; returns the file number and
+    /// the transaction.
+    pub async fn start_upload(&mut self, name: &str, size: u32) -> (u64, u64) {
+        let session = self.session;
+        self.send(Packet::FileUploadRequest {
+            session,
+            size,
+            name: name.into(),
+        })
+        .await;
+        match self.recv().await {
+            Packet::FileUploadResponse { file, transaction } => (file, transaction),
+            p => panic!("upload refused: {p:?}"),
+        }
+    }
+
+    /// Sends chunk `chunk` of `data` (256 bytes a chunk) and expects its
+    /// answer.
+    pub async fn send_chunk(&mut self, transaction: u64, chunk: u32, data: &[u8]) {
+        let start = chunk as usize * 256;
+        let end = (start + 256).min(data.len());
+        self.send(Packet::UploadChunkRequest {
+            transaction,
+            chunk,
+            data: Bytes::copy_from_slice(&data[start..end]),
+        })
+        .await;
+        match self.recv().await {
+            Packet::UploadChunkResponse { chunk: c, .. } if c == chunk => {}
+            p => panic!("expected chunk {chunk}'s answer, got {p:?}"),
+        }
     }
 
     pub async fn upload(&mut self, name: &str, data: &[u8]) -> u64 {
@@ -484,4 +522,13 @@ pub fn signal(child: &tokio::process::Child, sig: rustix::process::Signal) {
 /// Deterministic test bytes.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + i / 256) as u8).collect()
+}
+
+/// Kills `child` (SIGKILL) and waits for it to be gone.
+pub async fn kill_9(child: &mut tokio::process::Child) {
+    child.start_kill().expect("the process can be killed");
+    tokio::time::timeout(patience(), child.wait())
+        .await
+        .expect("the process dies in time")
+        .expect("waited for");
 }
