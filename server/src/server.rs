@@ -313,7 +313,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None => {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(io(&format!("cannot create {}", config.data_dir.display())))?;
-            let lock = lock_data_dir(&config.data_dir)?;
+            let lock = lock_data_dir(&config.data_dir).await?;
             let (store, recovered, thread) =
                 Store::open(&config.data_dir, full_sync, config.min_file_charge, limits)?;
             let blobs = Blobs::open(&config.data_dir, &recovered.incomplete_files)
@@ -610,11 +610,17 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, ctx: &Context, limit: usiz
 
 /// Takes the data directory for this process: two servers on one
 /// directory would hand out the same numbers, since each keeps its
-/// counters in memory. The lock is the kernel's (`flock`), so it ends with
+/// counters in memory. The lock is the kernel's (`flock`, through `File::try_lock`), so it ends with
 /// the process, however that ends; the operator's commands (`account`,
 /// `backup`) do not take it and run beside the server.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
-    use rustix::fs::{flock, FlockOperation};
+///
+/// A held lock is tried again for [`LOCK_GRACE`] before giving up: the
+/// lock belongs to the open file, and a child that the embedding process
+/// forks holds a copy of every descriptor until it execs, so a server
+/// restarted in the same process can find the old lock alive for that
+/// moment after the old server let go of it.
+async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::fs::TryLockError;
     let path = dir.join("server.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -625,22 +631,35 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
             what: format!("cannot open {}", path.display()),
             source,
         })?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(StartError::Io {
-            what: format!(
-                "another chat server is using {} (it holds {})",
-                dir.display(),
-                path.display()
-            ),
-            source: std::io::Error::from(e),
-        }),
-        Err(e) => Err(StartError::Io {
-            what: format!("cannot lock {}", path.display()),
-            source: std::io::Error::from(e),
-        }),
+    let deadline = tokio::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(StartError::Io {
+                    what: format!(
+                        "another chat server is using {} (it holds {})",
+                        dir.display(),
+                        path.display()
+                    ),
+                    source: std::io::ErrorKind::WouldBlock.into(),
+                })
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(StartError::Io {
+                    what: format!("cannot lock {}", path.display()),
+                    source,
+                })
+            }
+        }
     }
 }
+
+/// How long a start waits for a data directory's lock that is held.
+const LOCK_GRACE: Duration = Duration::from_secs(1);
 
 /// Raises the soft limit on open files to the hard limit: each connection
 /// and each transfer holds a descriptor, and the soft default (often 1024)

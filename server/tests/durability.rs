@@ -100,3 +100,34 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     let again = server::start(config).await.unwrap();
     again.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_lock_let_go_of_moments_later_does_not_refuse_the_start() {
+    // As a child forked by this process holds the old server's lock until
+    // it execs: the start waits out the moment instead of refusing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    config.sync = "normal".into();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.path().join("server.lock"))
+        .unwrap();
+    held.try_lock().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let letting_go = std::thread::spawn(move || {
+        // Let go as soon as the start has begun.
+        let _ = rx.blocking_recv();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(held);
+    });
+    let start = server::start(config);
+    let _ = tx.send(());
+    let running = tokio::time::timeout(std::time::Duration::from_secs(10), start)
+        .await
+        .expect("started in time")
+        .expect("the lock was let go of");
+    running.shutdown().await;
+    letting_go.join().unwrap();
+}
