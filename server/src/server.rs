@@ -610,7 +610,7 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, ctx: &Context, limit: usiz
 
 /// Takes the data directory for this process: two servers on one
 /// directory would hand out the same numbers, since each keeps its
-/// counters in memory. The lock is the kernel's (`flock`, through `File::try_lock`), so it ends with
+/// counters in memory. The lock is the kernel's (`flock`), so it ends with
 /// the process, however that ends; the operator's commands (`account`,
 /// `backup`) do not take it and run beside the server.
 ///
@@ -620,7 +620,8 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, ctx: &Context, limit: usiz
 /// restarted in the same process can find the old lock alive for that
 /// moment after the old server let go of it.
 async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
-    use std::fs::TryLockError;
+    use rustix::fs::{flock, FlockOperation};
+    use rustix::io::Errno;
     let path = dir.join("server.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -633,12 +634,12 @@ async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartErro
         })?;
     let deadline = tokio::time::Instant::now() + LOCK_GRACE;
     loop {
-        match file.try_lock() {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(file),
-            Err(TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+            Err(Errno::WOULDBLOCK) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(TryLockError::WouldBlock) => {
+            Err(Errno::WOULDBLOCK) => {
                 return Err(StartError::Io {
                     what: format!(
                         "another chat server is using {} (it holds {})",
@@ -648,10 +649,10 @@ async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartErro
                     source: std::io::ErrorKind::WouldBlock.into(),
                 })
             }
-            Err(TryLockError::Error(source)) => {
+            Err(e) => {
                 return Err(StartError::Io {
                     what: format!("cannot lock {}", path.display()),
-                    source,
+                    source: e.into(),
                 })
             }
         }

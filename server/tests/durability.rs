@@ -114,7 +114,7 @@ async fn a_lock_let_go_of_moments_later_does_not_refuse_the_start() {
         .write(true)
         .open(dir.path().join("server.lock"))
         .unwrap();
-    held.try_lock().unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let letting_go = std::thread::spawn(move || {
         // Let go as soon as the start has begun.
