@@ -78,7 +78,7 @@ impl Lease {
 /// Renews `lease` through `db` every third of `length` until `shutdown`;
 /// fences the node (and cancels `shutdown`) when the lease is lost. Calls
 /// `peer_ended` when a renewal finds that another node's lease has ended
-/// since the last one: that node may have committed messages it never
+/// since the last one (or since this node joined): that node may have committed messages it never
 /// published, which a catch-up reads from the store.
 pub(crate) async fn keep(
     lease: Arc<Lease>,
@@ -87,7 +87,6 @@ pub(crate) async fn keep(
     shutdown: CancellationToken,
     peer_ended: impl Fn(),
 ) {
-    let mut ended_before: Option<u64> = None;
     metrics::gauge!(names::LEASE_HELD).set(1.0);
     metrics::gauge!(names::NODE).set(lease.node() as f64);
     let every = length / 3;
@@ -117,10 +116,9 @@ pub(crate) async fn keep(
         let outcome = match result {
             Ok(Ok(renewal)) if renewal.held => {
                 lease.renewed(sent);
-                if ended_before.is_some_and(|before| renewal.ended > before) {
+                if renewal.peer_ended {
                     peer_ended();
                 }
-                ended_before = Some(renewal.ended);
                 "renewed"
             }
             Ok(Ok(_)) => {

@@ -1144,3 +1144,41 @@ async fn pruning_beside_messages_and_files_never_deadlocks() {
         .await
         .expect("the last acknowledgements committed");
 }
+
+/// A renewal tells when another node's lease has ended since the last
+/// look, the join included: a peer that dies before this node's first
+/// renewal is noticed (its unfinished uploads are then pruned, and the
+/// bus catches up), and so is one whose end the count of ended rows
+/// would hide, because a long-dead row was removed meanwhile.
+#[tokio::test]
+async fn a_renewal_tells_of_each_peer_whose_lease_ended_since_the_last_look() {
+    // The store makes the schema.
+    let e = Engine::open(Kind::Postgres, limits()).await;
+    let Db::Postgres(pg) = &e.db else {
+        unreachable!()
+    };
+    let short = Duration::from_millis(300);
+    let (_dying, dying) = t(NodeLease::join(&pg.url(), "dying", short)).await.unwrap();
+    let (mut me, _) = t(NodeLease::join(&pg.url(), "me", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    pg.lease_ended(Some(dying as i64)).await;
+    let first = t(me.renew()).await.unwrap();
+    assert!(first.held && first.peer_ended, "{first:?}");
+    let next = t(me.renew()).await.unwrap();
+    assert!(next.held && !next.peer_ended, "nothing new: {next:?}");
+
+    // One row goes (as a long-dead one is removed when a node joins) while
+    // another lease ends: as many ended rows as before, and still noticed.
+    let (_second, second) = t(NodeLease::join(&pg.url(), "second", short))
+        .await
+        .unwrap();
+    let db = pg.client().await;
+    db.execute("DELETE FROM nodes WHERE id = $1", &[&(dying as i64)])
+        .await
+        .unwrap();
+    pg.lease_ended(Some(second as i64)).await;
+    let after = t(me.renew()).await.unwrap();
+    assert!(after.held && after.peer_ended, "{after:?}");
+    assert!(!t(me.renew()).await.unwrap().peer_ended);
+}

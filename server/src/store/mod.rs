@@ -265,7 +265,8 @@ impl NodeLease {
     }
 
     /// Extends the lease by PostgreSQL's clock (`held` false if it had
-    /// already ended there), and counts the nodes whose lease has ended.
+    /// already ended there), and tells whether another node's lease has
+    /// ended since the last renewal, or since the join.
     pub async fn renew(&mut self) -> Result<Renewal, StoreError> {
         self.0.renew().await
     }

@@ -21,8 +21,39 @@ const FORGET_AFTER_SECS: f64 = 86_400.0;
 pub struct Renewal {
     /// Whether this node's lease was extended.
     pub held: bool,
-    /// Nodes whose lease has ended (rows are kept for a day).
-    pub ended: u64,
+    /// Whether another node's lease has ended since the last renewal (or,
+    /// at the first, since this node joined).
+    pub peer_ended: bool,
+}
+
+/// The nodes whose lease has ended, as one look at the `nodes` table saw
+/// them: how many, and the latest end (ms since the epoch, 0 if none).
+/// A lease that ends later raises the latest end (the ones that ended
+/// before cannot change), and the count covers ends the latest may hide;
+/// the count alone would miss an end when a long-dead row is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ended {
+    count: i64,
+    latest_ms: i64,
+}
+
+impl Ended {
+    /// The query's columns, from `first` on.
+    const SQL: &'static str = "(SELECT count(*) FROM nodes WHERE lease_until <= now()),
+         COALESCE((SELECT (extract(epoch FROM max(lease_until)) * 1000)::int8
+                   FROM nodes WHERE lease_until <= now()), 0)";
+
+    fn read(row: &tokio_postgres::Row, first: usize) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            count: row.try_get(first)?,
+            latest_ms: row.try_get(first + 1)?,
+        })
+    }
+
+    /// Whether a lease ended between `self` and `now`.
+    fn more_in(self, now: Self) -> bool {
+        now.count > self.count || now.latest_ms > self.latest_ms
+    }
 }
 
 /// A joined node's handle on its row.
@@ -31,6 +62,8 @@ pub(in crate::store) struct Lease {
     client: Option<Client>,
     id: i64,
     seconds: f64,
+    /// The ended leases the last look saw.
+    ended: Ended,
 }
 
 impl std::fmt::Debug for Lease {
@@ -59,29 +92,38 @@ impl Lease {
             )
             .await
             .map_err(db)?;
-        let id: i64 = client
+        let row = client
             .query_one(
-                "INSERT INTO nodes (name, started_at, lease_until)
-                 VALUES ($1, now(), now() + make_interval(secs => $2)) RETURNING id",
+                &format!(
+                    "WITH joined AS (
+                         INSERT INTO nodes (name, started_at, lease_until)
+                         VALUES ($1, now(), now() + make_interval(secs => $2)) RETURNING id)
+                     SELECT (SELECT id FROM joined), {}",
+                    Ended::SQL
+                ),
                 &[&name, &seconds],
             )
             .await
-            .map_err(db)?
-            .try_get(0)
             .map_err(db)?;
+        let (id, ended): (i64, Ended) = (
+            row.try_get(0).map_err(db)?,
+            Ended::read(&row, 1).map_err(db)?,
+        );
         let lease = Self {
             target,
             client: Some(client),
             id,
             seconds,
+            ended,
         };
         Ok((lease, id as u64))
     }
 
-    /// Extends the lease from PostgreSQL's now, and counts the nodes whose
-    /// lease has ended by that clock. `held` false: this node's had already
-    /// ended (or its row is gone), so it has lost its place and must not
-    /// serve. A lost connection is made again.
+    /// Extends the lease from PostgreSQL's now, and tells whether another
+    /// node's lease has ended by that clock since the last look. `held`
+    /// false: this node's had already ended (or its row is gone), so it
+    /// has lost its place and must not serve. A lost connection is made
+    /// again.
     pub(in crate::store) async fn renew(&mut self) -> Result<Renewal, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = Some(self.target.connect().await?);
@@ -91,20 +133,26 @@ impl Lease {
         };
         let renewed = client
             .query_one(
-                "WITH renewed AS (
-                     UPDATE nodes SET lease_until = now() + make_interval(secs => $2)
-                     WHERE id = $1 AND lease_until > now() RETURNING id)
-                 SELECT (SELECT count(*) FROM renewed),
-                        (SELECT count(*) FROM nodes WHERE lease_until <= now())",
+                &format!(
+                    "WITH renewed AS (
+                         UPDATE nodes SET lease_until = now() + make_interval(secs => $2)
+                         WHERE id = $1 AND lease_until > now() RETURNING id)
+                     SELECT (SELECT count(*) FROM renewed), {}",
+                    Ended::SQL
+                ),
                 &[&self.id, &self.seconds],
             )
             .await
-            .and_then(|row| Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?)));
+            .and_then(|row| Ok((row.try_get::<_, i64>(0)?, Ended::read(&row, 1)?)));
         match renewed {
-            Ok((held, ended)) => Ok(Renewal {
-                held: held == 1,
-                ended: ended.max(0) as u64,
-            }),
+            Ok((held, ended)) => {
+                let peer_ended = self.ended.more_in(ended);
+                self.ended = ended;
+                Ok(Renewal {
+                    held: held == 1,
+                    peer_ended,
+                })
+            }
             Err(e) => {
                 self.client = None;
                 Err(db(e))
