@@ -216,6 +216,13 @@ impl Peer {
 
     /// Sends a broadcast and expects its answer next.
     pub async fn broadcast(&mut self, number: u64, body: &str) {
+        let seen = self.broadcast_seeing(number, body).await;
+        assert_eq!(seen, [], "incoming messages before the broadcast's answer");
+    }
+
+    /// Sends a broadcast and waits for its answer; returns the incoming
+    /// messages (from, number, body) that came before it.
+    pub async fn broadcast_seeing(&mut self, number: u64, body: &str) -> Vec<(u64, u64, Bytes)> {
         let session = self.session;
         self.send(Packet::BroadcastRequest {
             session,
@@ -223,10 +230,29 @@ impl Peer {
             body: Bytes::copy_from_slice(body.as_bytes()),
         })
         .await;
-        assert_eq!(
-            self.recv().await,
-            Packet::BroadcastResponse { message: number }
-        );
+        let mut seen = Vec::new();
+        loop {
+            match self.recv().await {
+                Packet::BroadcastResponse { message } if message == number => return seen,
+                Packet::IncomingMessage {
+                    from,
+                    message,
+                    body,
+                } => seen.push((from, message, body)),
+                p => panic!("expected the broadcast's answer, got {p:?}"),
+            }
+        }
+    }
+
+    /// The next packet is not an incoming message: what this peer was sent
+    /// before the call has all been read (the USERS answer comes after it).
+    pub async fn nothing_more_incoming(&mut self) {
+        let session = self.session;
+        self.send(Packet::UsersRequest { session }).await;
+        match self.recv().await {
+            Packet::UsersResponse { .. } => {}
+            p => panic!("expected nothing before the users list, got {p:?}"),
+        }
     }
 
     /// Expects an incoming message and returns (from, number, body).
