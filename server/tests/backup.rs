@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{kill_9, patience, pattern, spawn_binary, Peer};
+use common::{kill_9, patience, pattern, spawn_binary, spawn_binary_with, Peer};
 use futures_util::StreamExt;
 use proto::Packet;
 
@@ -88,7 +88,13 @@ async fn a_backup_under_load_restores_every_acknowledged_message_user_and_comple
 async fn backup_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("live");
-    let (mut live, addr) = spawn_binary(&data).await;
+    // The senders go as fast as the server answers: no rate limit, and
+    // room in the mailboxes for all they may send.
+    let (mut live, addr) = spawn_binary_with(
+        &data,
+        &["--message-rate", "0", "--max-mailbox-messages", "40000"],
+    )
+    .await;
     let acked: Shared = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
 

@@ -81,7 +81,7 @@ async fn a_running_node_keeps_its_lease() {
     let pg = PgServer::start().await;
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
-    let (_node, addr) = spawn_node(&pg, &nats, files.path(), &["--lease", "0.6"]).await;
+    let (_node, addr) = spawn_node(&pg, &nats, files.path(), &["--lease", "3"]).await;
     let db = pg.client().await;
     let first: std::time::SystemTime = db
         .query_one("SELECT lease_until FROM nodes", &[])

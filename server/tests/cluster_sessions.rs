@@ -152,13 +152,15 @@ async fn a_node_paused_past_its_lease_loses_its_sessions_and_fences_itself() {
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let db = pg.client().await;
-    let (mut a, addr_a) = spawn_node(&pg, &nats, files.path(), &["--lease", "1"]).await;
+    // A short lease for A, the node paused; B keeps the default, so that no
+    // load on this machine makes it fence itself.
+    let (mut a, addr_a) = spawn_node(&pg, &nats, files.path(), &["--lease", "2"]).await;
     let a_id: i64 = db
         .query_one("SELECT max(id) FROM nodes", &[])
         .await
         .unwrap()
         .get(0);
-    let (_b, addr_b) = spawn_node(&pg, &nats, files.path(), &["--lease", "1"]).await;
+    let (_b, addr_b) = spawn_node(&pg, &nats, files.path(), &[]).await;
     let b_id: i64 = db
         .query_one("SELECT max(id) FROM nodes", &[])
         .await

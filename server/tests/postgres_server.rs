@@ -106,7 +106,7 @@ async fn kill_9_mid_traffic_loses_no_acknowledged_message_and_doubles_none() {
         &pg,
         &nats,
         files.path(),
-        &["--lease", "1"],
+        &["--lease", "3"],
     )
     .await;
 
