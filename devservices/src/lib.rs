@@ -10,6 +10,7 @@
 pub mod nats;
 pub mod postgres;
 
+use std::collections::BTreeSet;
 use std::process::Child;
 use std::time::Duration;
 
@@ -23,12 +24,21 @@ pub fn patience() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
-/// A loopback port nobody listens on now.
+/// A loopback port nobody listens on now, and one this process has not
+/// been given before: the port is let go of before its user binds it, so
+/// without the record two calls in a row could name the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Sends `sig` to `child`.

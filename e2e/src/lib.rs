@@ -6,7 +6,7 @@
 //! app and a browser; `cargo xtask test` builds both and runs them with
 //! `--ignored`.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,13 +31,6 @@ pub fn patience() -> Duration {
 pub fn root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.parent().map(Path::to_path_buf).unwrap_or(here)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A running chat system, a chromedriver, and where screenshots go.
@@ -71,7 +64,7 @@ impl Chat {
         let server = server::start(chat).await.expect("server starts");
         let gateway = start_gateway(&dist, &server.local_addr().to_string(), "127.0.0.1:0").await;
         let addr = gateway.local_addr();
-        let port = free_port();
+        let port = devservices::free_port();
         let driver =
             Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
                 .arg(format!("--port={port}"))
@@ -88,7 +81,8 @@ impl Chat {
                 Instant::now() < deadline,
                 "chromedriver did not listen on {port}"
             );
-            tokio::task::yield_now().await;
+            // Not a spin: chromedriver needs the cores to start.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self {
             gateway: Some(gateway),

@@ -47,14 +47,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Replaces `from` in the shipped file, which must contain it: a test that
 /// silently stopped editing the file would test something else.
 fn edit(text: &str, from: &str, to: &str) -> String {
@@ -116,7 +108,7 @@ async fn wait_listening(
 
 async fn nginx(gateway: SocketAddr, cert: &Cert) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = devservices::free_port();
     let shipped = std::fs::read_to_string(repo().join("deploy/nginx/chat.conf")).unwrap();
     let conf = edit(
         &shipped,
@@ -127,7 +119,7 @@ async fn nginx(gateway: SocketAddr, cert: &Cert) -> Proxy {
     let conf = edit(
         &conf,
         "listen 80;",
-        &format!("listen 127.0.0.1:{};", free_port()),
+        &format!("listen 127.0.0.1:{};", devservices::free_port()),
     );
     let conf = edit(&conf, "listen [::]:80;", "");
     let conf = edit(
@@ -196,7 +188,7 @@ async fn nginx(gateway: SocketAddr, cert: &Cert) -> Proxy {
 
 async fn caddy(gateway: SocketAddr, cert: &Cert) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = devservices::free_port();
     let shipped = std::fs::read_to_string(repo().join("deploy/caddy/Caddyfile")).unwrap();
     let site = edit(
         &shipped,

@@ -332,7 +332,7 @@ fn temp(prefix: &str) -> Result<TempDir> {
 
 /// A loopback address with a port nobody listens on now.
 fn free_addr() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(SocketAddr::from(([127, 0, 0, 1], devservices::free_port())))
 }
 
 /// A minimal client of the chat protocol for the check: packets by hand,

@@ -83,6 +83,7 @@ pub(crate) fn test() -> Result<()> {
     ]))?;
     let mut workspace_tests = tools.cmd("cargo");
     workspace_tests.args(["test", "--workspace"]);
+    patient(&mut workspace_tests);
     if web_app {
         workspace_tests.env("CHAT_EXPECT_WEB_APP", "1");
     }
@@ -113,6 +114,7 @@ pub(crate) fn test() -> Result<()> {
         "--",
         "--ignored",
     ]);
+    patient(&mut proxies);
     if web_app {
         proxies.env("CHAT_EXPECT_WEB_APP", "1");
     }
@@ -128,7 +130,9 @@ pub(crate) fn test() -> Result<()> {
                     "--target",
                     "wasm32-unknown-unknown",
                 ])
-                .env("CHROMEDRIVER", "/usr/bin/chromedriver"),
+                .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+                // Its default (20 s) includes starting Chromium.
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
             &mut counts,
         )?;
     }
@@ -144,7 +148,9 @@ pub(crate) fn test() -> Result<()> {
                     "--ignored",
                     "--test-threads=1",
                 ])
-                .env("CHROMEDRIVER", "/usr/bin/chromedriver"),
+                .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+                // Its default (20 s) includes starting Chromium.
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
             &mut counts,
         )?;
     }
@@ -171,6 +177,16 @@ pub(crate) fn test() -> Result<()> {
     );
     println!("{} passed, {} failed", counts.passed, counts.failed);
     Ok(())
+}
+
+/// A fresh 2-core machine building and testing at once is slow: the
+/// tests' waits for events get 30 s unless told otherwise, three times
+/// their own default, which only lengthens a wait that would otherwise
+/// fail.
+fn patient(tests: &mut std::process::Command) {
+    if std::env::var_os("CHAT_TEST_TIMEOUT_SECS").is_none() {
+        tests.env("CHAT_TEST_TIMEOUT_SECS", "30");
+    }
 }
 
 #[cfg(test)]
