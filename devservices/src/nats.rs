@@ -50,7 +50,7 @@ impl NatsServer {
             port: free_port(),
             child: None,
         };
-        nats.start_again().await;
+        nats.launch(true).await;
         nats
     }
 
@@ -61,34 +61,55 @@ impl NatsServer {
 
     /// Starts it again on the same port after [`NatsServer::kill`].
     pub async fn start_again(&mut self) {
+        self.launch(false).await;
+    }
+
+    /// Starts it and waits until it accepts a connection. The port was only
+    /// free when it was picked: if it exits at start (another process took
+    /// the port meanwhile), a new server moves to a new port, and one
+    /// started again (whose URL the servers hold) tries its own again.
+    async fn launch(&mut self, may_move: bool) {
         assert!(self.child.is_none(), "nats-server runs already");
-        let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
-        self.child = Some(child);
-        // Ready once it accepts a connection.
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = tokio::time::Instant::now() + patience();
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("nats-server exited at start: {status}");
+            let child = Command::new(&self.bin)
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+            self.child = Some(child);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+            let exited = loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    return;
                 }
-            }
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    break status;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not accept connections within {:?}",
+                    patience()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            self.child = None;
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "nats-server did not accept connections within {:?}",
-                patience()
+                "nats-server kept exiting at start: {exited}"
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            if may_move {
+                self.port = free_port();
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 

@@ -71,6 +71,12 @@ fn owner() -> Option<(u32, u32)> {
     Some((id(2), id(3)))
 }
 
+/// How one start of the postmaster went.
+enum Launch {
+    Up,
+    PortTaken,
+}
+
 impl PgServer {
     /// A new cluster, started with `fsync = off`: tests check semantics,
     /// not the disk, and each makes its own cluster.
@@ -97,7 +103,8 @@ impl PgServer {
         let mut pg = Self {
             bin,
             dir,
-            port: free_port(),
+            // Picked once initdb has run, so that it is taken soon after.
+            port: 0,
             child: None,
             owner,
             durable,
@@ -123,7 +130,8 @@ impl PgServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        pg.launch().await;
+        pg.port = free_port();
+        pg.launch(true).await;
         pg
     }
 
@@ -145,12 +153,36 @@ impl PgServer {
     /// Starts it again after [`PgServer::stop`], on the same cluster and
     /// port, and waits until it takes connections.
     pub async fn start_again(&mut self) {
-        self.launch().await;
+        self.launch(false).await;
     }
 
     /// Starts the postmaster on the cluster and waits until it takes
-    /// connections.
-    async fn launch(&mut self) {
+    /// connections. The port was only free when it was picked: if another
+    /// process took it meanwhile, a new cluster moves to a new port, and
+    /// one started again (whose URL the servers hold) waits for its own.
+    async fn launch(&mut self, may_move: bool) {
+        let deadline = tokio::time::Instant::now() + patience();
+        loop {
+            match self.attempt(deadline).await {
+                Launch::Up => return,
+                Launch::PortTaken if tokio::time::Instant::now() < deadline => {
+                    if may_move {
+                        self.port = free_port();
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Launch::PortTaken => panic!(
+                    "PostgreSQL found port {} taken until {:?} had passed",
+                    self.port,
+                    patience()
+                ),
+            }
+        }
+    }
+
+    /// One start of the postmaster, waited for until `deadline`.
+    async fn attempt(&mut self, deadline: tokio::time::Instant) -> Launch {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -179,19 +211,27 @@ impl PgServer {
             .stdout(log.try_clone().expect("the log file"))
             .stderr(log)
             .process_group(0);
+        let log_before = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
         self.child = Some(postgres.spawn().expect("postgres starts"));
-        let deadline = tokio::time::Instant::now() + patience();
         loop {
             if tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
                 .await
                 .is_ok()
             {
-                return;
+                return Launch::Up;
             }
             let exited = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                let log = std::fs::read(self.log_path()).unwrap_or_default();
+                let this_start = log.get(log_before as usize..).unwrap_or_default();
+                if String::from_utf8_lossy(this_start).contains("Address already in use") {
+                    self.child = None;
+                    return Launch::PortTaken;
+                }
+            }
             assert!(
                 exited.is_none() && tokio::time::Instant::now() < deadline,
                 "PostgreSQL did not start ({exited:?}); its log:\n{}",
@@ -276,7 +316,7 @@ impl PgServer {
     /// Stops and starts it again on the same cluster and port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.launch().await;
+        self.launch(false).await;
     }
 
     /// The temp dir holding the cluster, its socket and its log.
