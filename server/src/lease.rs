@@ -78,8 +78,9 @@ impl Lease {
 /// Renews `lease` through `db` every third of `length` until `shutdown`;
 /// fences the node (and cancels `shutdown`) when the lease is lost. Calls
 /// `peer_ended` when a renewal finds that another node's lease has ended
-/// since the last one (or since this node joined): that node may have committed messages it never
-/// published, which a catch-up reads from the store.
+/// since the last one (or since this node joined): that node may have
+/// committed messages it never published, which a catch-up reads from the
+/// store, and left unfinished uploads, which pruning removes.
 pub(crate) async fn keep(
     lease: Arc<Lease>,
     mut db: NodeLease,
