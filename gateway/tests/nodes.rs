@@ -8,12 +8,14 @@ use std::net::SocketAddr;
 
 use common::{http_get, TestGateway};
 
-/// An address where nothing listens: connecting is refused.
-fn dead_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr.to_string()
+/// An address where nothing listens, so connecting is refused: a socket
+/// bound there and never listening, held for the test, so that no other
+/// test's server can be given the port meanwhile.
+fn dead_address() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    (socket, addr)
 }
 
 async fn node(dir: &std::path::Path) -> server::RunningServer {
@@ -30,7 +32,8 @@ fn addr(s: &server::RunningServer) -> String {
 async fn every_tunnel_reaches_a_live_node_when_one_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let live = node(dir.path()).await;
-    let nodes = vec![dead_address(), addr(&live)];
+    let (_held, dead) = dead_address();
+    let nodes = vec![dead, addr(&live)];
     let gw = TestGateway::start_with(move |c| c.server = nodes).await;
     // Tunnels start at each node in turn; those that start at the dead one
     // go on to the live one.
@@ -45,7 +48,7 @@ async fn every_tunnel_reaches_a_live_node_when_one_is_down() {
 async fn healthz_reports_each_node() {
     let dir = tempfile::tempdir().unwrap();
     let live = node(dir.path()).await;
-    let dead = dead_address();
+    let (_held, dead) = dead_address();
     let nodes = vec![addr(&live), dead.clone()];
     let gw = TestGateway::start_with(move |c| c.server = nodes).await;
     let (status, _, body) = http_get(gw.addr, "/healthz", &[]).await;
