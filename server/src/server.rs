@@ -639,14 +639,14 @@ async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartErro
             Err(Errno::WOULDBLOCK) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(Errno::WOULDBLOCK) => {
+            Err(e @ Errno::WOULDBLOCK) => {
                 return Err(StartError::Io {
                     what: format!(
                         "another chat server is using {} (it holds {})",
                         dir.display(),
                         path.display()
                     ),
-                    source: std::io::ErrorKind::WouldBlock.into(),
+                    source: e.into(),
                 })
             }
             Err(e) => {

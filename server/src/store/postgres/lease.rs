@@ -27,32 +27,33 @@ pub struct Renewal {
 }
 
 /// The nodes whose lease has ended, as one look at the `nodes` table saw
-/// them: how many, and the latest end (ms since the epoch, 0 if none).
-/// A lease that ends later raises the latest end (the ones that ended
-/// before cannot change), and the count covers ends the latest may hide;
-/// the count alone would miss an end when a long-dead row is removed.
+/// them: the latest end (µs since the epoch, 0 if none), and how many.
+/// An ended lease never changes (a renewal needs `lease_until > now()`),
+/// so a lease that ends after a look raises the latest end; that alone
+/// tells. The count only guards it (the count alone would miss an end
+/// when a long-dead row is removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ended {
+    latest_us: i64,
     count: i64,
-    latest_ms: i64,
 }
 
 impl Ended {
-    /// The query's columns, from `first` on.
-    const SQL: &'static str = "(SELECT count(*) FROM nodes WHERE lease_until <= now()),
-         COALESCE((SELECT (extract(epoch FROM max(lease_until)) * 1000)::int8
-                   FROM nodes WHERE lease_until <= now()), 0)";
+    /// A `FROM` item `e` with the two columns.
+    const SQL: &'static str =
+        "(SELECT COALESCE((extract(epoch FROM max(lease_until)) * 1000000)::int8, 0), count(*)
+          FROM nodes WHERE lease_until <= now()) AS e";
 
     fn read(row: &tokio_postgres::Row, first: usize) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            count: row.try_get(first)?,
-            latest_ms: row.try_get(first + 1)?,
+            latest_us: row.try_get(first)?,
+            count: row.try_get(first + 1)?,
         })
     }
 
     /// Whether a lease ended between `self` and `now`.
     fn more_in(self, now: Self) -> bool {
-        now.count > self.count || now.latest_ms > self.latest_ms
+        now.latest_us > self.latest_us || now.count > self.count
     }
 }
 
@@ -98,7 +99,7 @@ impl Lease {
                     "WITH joined AS (
                          INSERT INTO nodes (name, started_at, lease_until)
                          VALUES ($1, now(), now() + make_interval(secs => $2)) RETURNING id)
-                     SELECT (SELECT id FROM joined), {}",
+                     SELECT (SELECT id FROM joined), e.* FROM {}",
                     Ended::SQL
                 ),
                 &[&name, &seconds],
@@ -137,7 +138,7 @@ impl Lease {
                     "WITH renewed AS (
                          UPDATE nodes SET lease_until = now() + make_interval(secs => $2)
                          WHERE id = $1 AND lease_until > now() RETURNING id)
-                     SELECT (SELECT count(*) FROM renewed), {}",
+                     SELECT (SELECT count(*) FROM renewed), e.* FROM {}",
                     Ended::SQL
                 ),
                 &[&self.id, &self.seconds],
