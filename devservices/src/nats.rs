@@ -10,6 +10,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{free_port, patience};
@@ -18,6 +19,11 @@ use crate::{free_port, patience};
 pub struct NatsServer {
     bin: PathBuf,
     port: u16,
+    /// The name it is started with, which its INFO line carries: what
+    /// answers on the port is this server, not whoever took the port.
+    name: String,
+    /// Its log (stderr), for why it exited at start.
+    log: tempfile::NamedTempFile,
     child: Option<Child>,
 }
 
@@ -45,9 +51,16 @@ fn program() -> PathBuf {
 impl NatsServer {
     /// A new server on a free port, accepting connections on return.
     pub async fn start() -> Self {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
         let mut nats = Self {
             bin: program(),
             port: free_port(),
+            name: format!(
+                "devservices-{}-{}",
+                std::process::id(),
+                STARTED.fetch_add(1, Ordering::Relaxed)
+            ),
+            log: tempfile::NamedTempFile::new().expect("a temp file"),
             child: None,
         };
         nats.launch(true).await;
@@ -64,26 +77,31 @@ impl NatsServer {
         self.launch(false).await;
     }
 
-    /// Starts it and waits until it accepts a connection. The port was only
-    /// free when it was picked: if it exits at start (another process took
-    /// the port meanwhile), a new server moves to a new port, and one
-    /// started again (whose URL the servers hold) tries its own again.
+    /// Starts it and waits until it answers. The port was only free when
+    /// it was picked: if another process took it meanwhile, a new server
+    /// moves to a new port, and one started again (whose URL the servers
+    /// hold) waits for its own.
     async fn launch(&mut self, may_move: bool) {
         assert!(self.child.is_none(), "nats-server runs already");
         let deadline = tokio::time::Instant::now() + patience();
         loop {
+            let log_before = self.log.as_file().metadata().map_or(0, |m| m.len());
+            let stderr = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.log.path())
+                .expect("the log file");
             let child = Command::new(&self.bin)
                 .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-n", &self.name])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .process_group(0)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
             self.child = Some(child);
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
             let exited = loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                if self.answers().await {
                     return;
                 }
                 if let Some(status) = self
@@ -101,9 +119,14 @@ impl NatsServer {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             };
             self.child = None;
+            let log = std::fs::read(self.log.path()).unwrap_or_default();
+            let this_start =
+                String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default())
+                    .into_owned();
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server kept exiting at start: {exited}"
+                this_start.contains("address already in use")
+                    && tokio::time::Instant::now() < deadline,
+                "nats-server exited at start ({exited}): {this_start}"
             );
             if may_move {
                 self.port = free_port();
@@ -111,6 +134,27 @@ impl NatsServer {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// Whether this server (by its name in the INFO line it greets with)
+    /// accepts connections on the port.
+    async fn answers(&self) -> bool {
+        use tokio::io::AsyncBufReadExt;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let greeting = async {
+            let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let mut line = String::new();
+            tokio::io::BufReader::new(stream)
+                .read_line(&mut line)
+                .await
+                .ok()?;
+            Some(line)
+        };
+        let want = format!("\"server_name\":\"{}\"", self.name);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), greeting).await,
+            Ok(Some(line)) if line.starts_with("INFO ") && line.contains(&want)
+        )
     }
 
     /// Whether it has exited (or was killed).

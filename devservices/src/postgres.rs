@@ -213,11 +213,20 @@ impl PgServer {
             .process_group(0);
         let log_before = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
         self.child = Some(postgres.spawn().expect("postgres starts"));
+        // Ready once it answers on its Unix socket, which is in our own
+        // directory and made after the TCP port was bound (a port another
+        // process holds is fatal at start): so the port is ours too.
+        let mut probe = tokio_postgres::Config::new();
+        probe
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("chat")
+            .dbname("postgres");
         loop {
-            if tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-                .await
-                .is_ok()
-            {
+            let answered =
+                tokio::time::timeout(Duration::from_secs(1), probe.connect(tokio_postgres::NoTls))
+                    .await;
+            if matches!(answered, Ok(Ok(_))) {
                 return Launch::Up;
             }
             let exited = self

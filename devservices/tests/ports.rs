@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use devservices::nats::NatsServer;
 use devservices::patience;
 use devservices::postgres::PgServer;
@@ -46,6 +48,19 @@ async fn nats_started_again_waits_for_its_port() {
         .expect("started in time");
     assert_eq!(nats.url(), url, "on its own port");
     holder.join().unwrap();
+    // NATS itself answers there, not the socket that held the port.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port_of(&url)))
+        .await
+        .unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(
+        patience(),
+        tokio::io::BufReader::new(stream).read_line(&mut line),
+    )
+    .await
+    .expect("a greeting in time")
+    .unwrap();
+    assert!(line.starts_with("INFO "), "{line}");
 }
 
 #[tokio::test]

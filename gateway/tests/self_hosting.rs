@@ -314,12 +314,7 @@ fn metric(page: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_cover_the_gateway_and_its_embedded_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics: SocketAddr = ([127, 0, 0, 1], port).into();
+    let metrics: SocketAddr = ([127, 0, 0, 1], devservices::free_port()).into();
     let flags = [
         "--metrics-listen",
         &metrics.to_string(),

@@ -9,14 +9,6 @@ use common::{patience, pattern, spawn_binary_with, Peer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn scrape(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -56,7 +48,7 @@ async fn wait_for(addr: &str, want: &[(&str, f64)]) -> String {
 #[tokio::test]
 async fn metrics_follow_connections_messages_files_and_the_mailboxes() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", devservices::free_port());
     let (_child, addr) = spawn_binary_with(
         dir.path(),
         &["--metrics-listen", &metrics, "--sync", "normal"],

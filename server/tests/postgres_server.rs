@@ -269,10 +269,7 @@ async fn metrics_show_the_postgres_stores_batches_and_mailboxes() {
     let nats = NatsServer::start().await;
     let files = tempfile::tempdir().unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .to_string();
+    let metrics = format!("127.0.0.1:{}", devservices::free_port());
     let flags = ["--metrics-listen", metrics.as_str()];
     let (_child, addr) = spawn_node_in(Some(cwd.path()), &pg, &nats, files.path(), &flags).await;
     let mut bob = Peer::connect(addr).await;
