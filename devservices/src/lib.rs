@@ -17,10 +17,16 @@ use std::time::Duration;
 /// How long to wait for anything in a test: `CHAT_TEST_TIMEOUT_SECS`, else
 /// 10 s.
 pub fn patience() -> Duration {
+    patience_or(10.0)
+}
+
+/// `CHAT_TEST_TIMEOUT_SECS`, else `default_secs`: for tests whose waits
+/// are longer by nature (a browser's).
+pub fn patience_or(default_secs: f64) -> Duration {
     let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+        .unwrap_or(default_secs);
     Duration::from_secs_f64(secs)
 }
 

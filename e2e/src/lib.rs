@@ -20,11 +20,7 @@ use tempfile::TempDir;
 /// How long to wait for anything the browser should show; raise it with
 /// CHAT_TEST_TIMEOUT_SECS on a slow machine.
 pub fn patience() -> Duration {
-    let secs = std::env::var("CHAT_TEST_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20.0);
-    Duration::from_secs_f64(secs)
+    devservices::patience_or(20.0)
 }
 
 /// The workspace root.
